@@ -1,0 +1,31 @@
+"""lrp_fx: Layer-wise Relevance Propagation for any PyTorch model, compiled from its ``torch.export`` graph.
+
+Pipeline: capture -> canonicalize -> rules (composite) -> promise planning -> emit -> run.
+"""
+
+from . import rules
+from .api import CACHE, Attribution, attribute
+from .composites import PRESETS, Composite, preset
+from .errors import CaptureError, InputError, LRPError, MissingRuleError, RuleError, TargetError
+from .promises import PromiseStats
+from .rules import register_rule
+
+__all__ = [
+    "CACHE",
+    "PRESETS",
+    "Attribution",
+    "CaptureError",
+    "Composite",
+    "InputError",
+    "LRPError",
+    "MissingRuleError",
+    "PromiseStats",
+    "RuleError",
+    "TargetError",
+    "attribute",
+    "preset",
+    "register_rule",
+    "rules",
+]
+
+__version__ = "0.1.0"

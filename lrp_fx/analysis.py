@@ -1,0 +1,98 @@
+"""Facts about the captured graph that rule assignment, rules and the planner use.
+
+* ``activations``: nodes that depend on a floating-point model input; only they carry relevance.
+* ``live``: activations on a path from an input to the explained output.
+* ``nonneg``: nodes provably >= 0 (ReLU outputs and what routing or pooling makes of them). Sign-split rules skip
+  their ``x^-`` terms exactly there.
+* ``support_follows_value``: nodes whose incoming relevance provably vanishes wherever their value is 0. A rule that
+  needs a value only where its relevance is non-zero (``support_only`` promises) may then be served the output of a
+  following ReLU instead of the pre-activation: equal on the support, and kept anyway for the next layer.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch import fx
+
+aten = torch.ops.aten
+
+_NONNEG_SOURCES = {
+    aten.relu.default,
+    aten.sigmoid.default,
+    aten.exp.default,
+    aten._softmax.default,
+    aten.hardsigmoid.default,
+    aten.relu6.default,
+    aten.abs.default,
+}
+_NONNEG_IF_ALL_INPUTS = {"routing", "maxpool", "pool", "add", "mul", "getitem"}
+
+
+def activations(graph: fx.Graph, float_inputs: set[fx.Node]) -> set[fx.Node]:
+    found = set(float_inputs)
+    for node in graph.nodes:
+        if node.op == "call_function" and any(n in found for n in node.all_input_nodes):
+            found.add(node)
+    return found
+
+
+def live(graph: fx.Graph, acts: set[fx.Node], output: fx.Node) -> list[fx.Node]:
+    """Activations from which ``output`` is reachable, in topological order."""
+    reach = {output}
+    for node in reversed(list(graph.nodes)):
+        if node in reach:
+            reach.update(n for n in node.all_input_nodes if n in acts)
+    return [n for n in graph.nodes if n in reach and n in acts]
+
+
+def nonneg(graph: fx.Graph, acts: set[fx.Node], groups: dict[fx.Node, str]) -> set[fx.Node]:
+    found: set[fx.Node] = set()
+    for node in graph.nodes:
+        if node not in acts or node.op != "call_function":
+            continue
+        if node.target in _NONNEG_SOURCES:
+            found.add(node)
+        elif node.target is aten.hardtanh.default and len(node.args) > 1 and node.args[1] >= 0:
+            found.add(node)
+        elif node.target is aten.clamp.default and len(node.args) > 1 and node.args[1] is not None:
+            if node.args[1] >= 0:
+                found.add(node)
+        elif groups.get(node) in _NONNEG_IF_ALL_INPUTS:
+            ins = [n for n in node.all_input_nodes if n in acts]
+            consts_ok = (
+                all(not isinstance(a, (int, float)) or a >= 0 for a in node.args[1:] if not isinstance(a, fx.Node))
+                if node.target in (aten.add.Tensor, aten.mul.Tensor)
+                else True
+            )
+            if node.target is aten.sub.Tensor:
+                continue
+            if ins and all(n in found for n in ins) and consts_ok and len(ins) == len(node.all_input_nodes):
+                found.add(node)
+    return found
+
+
+def support_follows_value(live_nodes: list[fx.Node], supports: dict[fx.Node, str], output: fx.Node) -> set[fx.Node]:
+    """Nodes whose relevance vanishes where their value vanishes (see module docstring).
+
+    ``supports[c]`` is the support property of the rule assigned to consumer ``c``: "proportional" (its input
+    relevance has the form ``x * something``), "follows" (holds for its input if it holds for its output; getitem
+    counts as this) or "none". A node qualifies when each live consumer is proportional, or follows and qualifies.
+    """
+    live_set = set(live_nodes)
+    ok: set[fx.Node] = set()
+    for node in reversed(live_nodes):
+        if node is output or any(u.op == "output" for u in node.users):
+            continue  # the seed is arbitrary
+        users = [u for u in node.users if u in live_set]
+        if not users:
+            continue
+        if all(_passes(u, supports, ok) for u in users):
+            ok.add(node)
+    return ok
+
+
+def _passes(user: fx.Node, supports: dict[fx.Node, str], ok: set[fx.Node]) -> bool:
+    kind = "follows" if user.target is operator.getitem else supports.get(user, "none")
+    return kind == "proportional" or (kind == "follows" and user in ok)

@@ -1,0 +1,185 @@
+"""Capture: ``torch.export`` the user's model, then decompose to the op set the rules are written for.
+
+The model is wrapped (never modified) so that an output selector picks the tensor to explain from tuples, dicts or
+``ModelOutput``s; the wrapper's ``model.`` prefix is stripped from every parameter and module name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind
+from torch.utils import _pytree as pytree
+
+from .errors import CaptureError
+
+aten = torch.ops.aten
+
+# Ops kept whole because their rule is best written at this level (a linear layer rather than its matmul and add; an
+# activation rather than the products it decomposes into); everything else is decomposed to core aten.
+KEEP_WHOLE = [
+    aten.linear.default,
+    aten.silu.default,
+    aten.hardswish.default,
+    aten.hardsigmoid.default,
+    aten.mish.default,
+    aten.elu.default,
+    aten.softplus.default,
+    aten.leaky_relu.default,
+    aten.gelu.default,
+    aten.hardtanh.default,
+    aten.relu6.default,
+]
+
+OutputSelector = str | int | Callable[[Any], torch.Tensor] | None
+
+
+class _Selected(nn.Module):
+    """``model`` followed by the output selector: what gets exported."""
+
+    def __init__(self, model: nn.Module, select: OutputSelector) -> None:
+        super().__init__()
+        self.model = model
+        self.select = select
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return select_output(self.model(*args, **kwargs), self.select)
+
+
+def select_output(out: Any, select: OutputSelector) -> torch.Tensor:
+    """Pick the tensor to explain. Default: the tensor itself; ``logits`` (or the first entry) of a dict or
+    ``ModelOutput``; the first element of a tuple or list."""
+    if callable(select):
+        return select(out)
+    if select is not None:
+        if isinstance(select, str):
+            return out[select] if isinstance(out, dict) or hasattr(out, "keys") else getattr(out, select)
+        return out[select]
+    while not isinstance(out, torch.Tensor):
+        if hasattr(out, "keys"):
+            keys = list(out.keys())
+            out = out["logits"] if "logits" in keys else out[keys[0]]
+        elif isinstance(out, (tuple, list)) and out:
+            out = out[0]
+        else:
+            raise CaptureError(
+                f"cannot find a tensor to explain in a model output of type {type(out).__name__}; "
+                "pass output=<key, index or callable> to choose one"
+            )
+    return out
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Evaluate in eval mode and restore every submodule's training flag afterwards, also on error."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+@dataclass
+class Source:
+    """Where a placeholder of the captured graph gets its value at run time."""
+
+    kind: str  # "param", "buffer", "constant", "input"
+    name: str | None = None  # parameter or buffer name (without the wrapper prefix)
+    index: int | None = None  # flat input leaf index
+    value: Any = None  # constant tensor
+
+
+@dataclass
+class Captured:
+    """A captured, decomposed graph and how to feed it."""
+
+    gm: fx.GraphModule
+    sources: list[Source]
+    in_spec: Any  # pytree spec of (args, kwargs)
+    n_leaves: int
+
+    @property
+    def graph(self) -> fx.Graph:
+        return self.gm.graph
+
+
+def _strip(name: str) -> str:
+    return name[len("model.") :] if name.startswith("model.") else ("" if name == "model" else name)
+
+
+def _explain_failure(model: nn.Module, err: Exception) -> CaptureError:
+    text = str(err).strip().splitlines()
+    quoted = "\n    ".join(text[:12])
+    return CaptureError(
+        f"torch.export could not capture {type(model).__name__}:\n    {type(err).__name__}: {quoted}\n"
+        "What to try: check that the inputs match what the model's forward expects (shapes, dtypes, argument "
+        "names); move data-dependent Python control flow out of forward or express it with torch.cond; wrap "
+        "non-tensor outputs with output=...; for Hugging Face models pass use_cache=False and return_dict=True. "
+        "See https://pytorch.org/docs/stable/export.html for what torch.export supports."
+    )
+
+
+def capture(model: nn.Module, args: tuple, kwargs: dict, select: OutputSelector = None) -> Captured:
+    """Export ``model(*args, **kwargs)`` (eval mode, ``strict=False``) and decompose it."""
+    wrapped = _Selected(model, select)
+    with eval_mode(model), torch.no_grad():
+        try:
+            ep: ExportedProgram = torch.export.export(wrapped, tuple(args), dict(kwargs), strict=False)
+        except CaptureError:
+            raise
+        except Exception as err:  # export raises many types; each becomes one explained error
+            raise _explain_failure(model, err) from err
+        table = torch.export.default_decompositions()
+        for op in KEEP_WHOLE:
+            table.pop(op, None)
+        ep = ep.run_decompositions(table)
+    gm = ep.graph_module
+    leaves, in_spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
+    sources: list[Source] = []
+    user_index = 0
+    for spec in ep.graph_signature.input_specs:
+        if spec.kind == InputKind.PARAMETER:
+            sources.append(Source("param", name=_strip(spec.target)))
+        elif spec.kind == InputKind.BUFFER:
+            if spec.persistent is False:
+                sources.append(Source("constant", value=ep.constants[spec.target]))
+            else:
+                sources.append(Source("buffer", name=_strip(spec.target)))
+        elif spec.kind == InputKind.CONSTANT_TENSOR:
+            sources.append(Source("constant", value=ep.constants[spec.target]))
+        elif spec.kind == InputKind.USER_INPUT:
+            sources.append(Source("input", index=user_index))
+            user_index += 1
+        else:
+            raise CaptureError(f"unsupported graph input kind {spec.kind} ({spec.target})")
+    for node in gm.graph.nodes:  # module names as the user knows them
+        stack = node.meta.get("nn_module_stack")
+        if stack:
+            node.meta["nn_module_stack"] = {k: (_strip(v[0]), v[1]) for k, v in stack.items() if v[0] != ""}
+    return Captured(gm=gm, sources=sources, in_spec=in_spec, n_leaves=len(leaves))
+
+
+def module_stack(node: fx.Node) -> list[tuple[str, str]]:
+    """``[(qualified name, type name)]`` of the modules a node came from, outermost first."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())  # the model itself is ("", its type)
+
+
+def user_frame(node: fx.Node) -> str:
+    """The user-code source line that produced ``node`` (last frame of its stack trace), or ``"<unknown>"``."""
+    trace = node.meta.get("stack_trace") or ""
+    lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip()]
+    frames = [i for i, ln in enumerate(lines) if ln.startswith("File ")]
+    if not frames:
+        return "<unknown>"
+    last = frames[-1]
+    code = lines[last + 1] if last + 1 < len(lines) and not lines[last + 1].startswith("File ") else ""
+    return f"{lines[last]}: {code}".rstrip(": ")

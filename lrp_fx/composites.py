@@ -1,0 +1,120 @@
+"""Composites: which rule each node gets.
+
+A composite maps op groups (``"conv"``, ``"linear"``, ``"pool"``, ``"add"``, ...; see ``rules.registry``) to rule
+objects, optionally gives the first linear layer (convolution or dense, in graph order) a special rule, and lets the
+user override by module qualified name (glob patterns) or module type, read from the graph's ``nn_module_stack``.
+First match wins: overrides, then the first-layer rule, then the group map, then the op's registered default.
+
+Presets carry Zennit's names and defaults so results can be compared with Zennit composites.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import fx
+
+from .capture import module_stack
+from .rules.base import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, Rule, ZBox, ZPlus
+from .rules.registry import OpRule
+
+FIRST_LAYER_GROUPS = ("conv", "linear")
+
+
+@dataclass(frozen=True)
+class Composite:
+    """A rule assignment: group map, optional first-layer rule, and user overrides."""
+
+    name: str
+    groups: Mapping[str, Rule]
+    first_layer: Rule | None = None
+    overrides: tuple[tuple[Any, Rule], ...] = field(default_factory=tuple)
+
+    def with_overrides(self, overrides: Mapping[Any, Rule]) -> Composite:
+        """A copy where ``{module name glob or module type: rule}`` take precedence (first match wins)."""
+        return Composite(self.name, self.groups, self.first_layer, tuple(overrides.items()) + self.overrides)
+
+    def key(self) -> tuple:
+        return (self.name, tuple(sorted(self.groups.items())), self.first_layer, self.overrides)
+
+    def rule_for(self, node: fx.Node, op_rule: OpRule, is_first: bool) -> Rule:
+        stack = module_stack(node)
+        for pattern, rule in self.overrides:
+            if isinstance(rule, op_rule.accepts) and _matches(pattern, stack):
+                return rule
+        if is_first and self.first_layer is not None and isinstance(self.first_layer, op_rule.accepts):
+            return self.first_layer
+        rule = self.groups.get(op_rule.group)
+        if rule is not None and isinstance(rule, op_rule.accepts):
+            return rule
+        return op_rule.default
+
+
+def _type_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _matches(pattern: Any, stack: list[tuple[str, str]]) -> bool:
+    """A module type matches any module of that type around the node; a name glob any enclosing module's name."""
+    if isinstance(pattern, type):
+        return any(t == _type_name(pattern) for _, t in stack)
+    return any(fnmatch.fnmatchcase(name, pattern) for name, _ in stack)
+
+
+def _base(stabilizer: float) -> dict[str, Rule]:
+    # Zennit's layer_map_base: activations Pass, sums and average pools Norm, (unfolded) batch norm Pass.
+    return {"activation": Pass(), "add": Norm(stabilizer), "pool": Norm(stabilizer), "batchnorm": Pass()}
+
+
+def preset(name: str, **params: Any) -> Composite:
+    """A named preset. Parameters (Zennit's names): ``epsilon`` (dense layers, default 1e-6), ``stabilizer``
+    (other rules, 1e-6), ``gamma`` (0.25), ``low``/``high`` (for ``epsilon_gamma_box``; required)."""
+    unknown = set(params) - {"epsilon", "stabilizer", "gamma", "low", "high"}
+    if unknown:
+        raise TypeError(f"unknown rule parameter(s) {sorted(unknown)} for composite {name!r}")
+    eps = params.get("epsilon", 1e-6)
+    stab = params.get("stabilizer", 1e-6)
+    dense = Epsilon(eps)
+    groups = _base(stab)
+    first = None
+    if name == "epsilon":
+        groups.update(conv=Epsilon(eps), linear=dense)
+    elif name in ("epsilon_plus", "epsilon_plus_flat"):
+        groups.update(conv=ZPlus(stab), linear=dense)
+        first = Flat(stab) if name.endswith("_flat") else None
+    elif name in ("epsilon_alpha2_beta1", "epsilon_alpha2_beta1_flat"):
+        groups.update(conv=AlphaBeta(2.0, 1.0, stab), linear=dense)
+        first = Flat(stab) if name.endswith("_flat") else None
+    elif name == "epsilon_gamma_box":
+        if "low" not in params or "high" not in params:
+            raise TypeError(
+                "composite 'epsilon_gamma_box' needs low=... and high=... (the input's value bounds, "
+                "floats or tensors broadcastable to one sample, e.g. shape [3, 1, 1])"
+            )
+        groups.update(conv=Gamma(params.get("gamma", 0.25), stab), linear=dense)
+        first = ZBox(params["low"], params["high"], stab)
+    else:
+        raise ValueError(f"unknown composite {name!r}; presets: {', '.join(PRESETS)}")
+    return Composite(name, groups, first)
+
+
+PRESETS = (
+    "epsilon",
+    "epsilon_plus",
+    "epsilon_plus_flat",
+    "epsilon_gamma_box",
+    "epsilon_alpha2_beta1",
+    "epsilon_alpha2_beta1_flat",
+)
+
+
+def resolve(composite: str | Composite, overrides: Mapping[Any, Rule] | None, params: dict[str, Any]) -> Composite:
+    comp = preset(composite, **params) if isinstance(composite, str) else composite
+    if not isinstance(comp, Composite):
+        raise TypeError(f"composite must be a preset name or a Composite, got {type(comp).__name__}")
+    if isinstance(composite, Composite) and params:
+        raise TypeError("rule parameters go into the preset; with a Composite object, set them in its rules")
+    return comp.with_overrides(overrides) if overrides else comp

@@ -1,0 +1,413 @@
+"""Emit the attribution program: one FX graph, forward then relevance.
+
+``ProgramBuilder`` assigns a rule to every live node, then traces (``make_fx``, fake tensors) a function that runs
+the captured forward graph and walks it backwards applying each rule. Forward values reach rules only as Promise
+nodes; ``PromisePlanner`` resolves them. The result is a plain aten ``GraphModule`` of signature
+``(placeholders of the captured graph..., seed) -> (output, relevances...)``: it can be run eagerly, compiled with
+Inductor or exported, and needs nothing from lrp_fx to run.
+"""
+
+from __future__ import annotations
+
+import operator
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, fx
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from . import analysis
+from .capture import Captured, module_stack, user_frame
+from .composites import FIRST_LAYER_GROUPS, Composite
+from .errors import MissingRuleError, RuleError
+from .promises import PROMISE, PromisePlanner, PromiseRecord, PromiseStats, promise
+from .rules import routing
+from .rules.base import Gradient, Pass, Rule
+from .rules.call import RuleCall
+from .rules.elementwise import ZERO_PRESERVING
+from .rules.registry import OpRule, get_rule
+
+aten = torch.ops.aten
+
+
+@dataclass(frozen=True)
+class Options:
+    """Build options that change the emitted program (part of the cache key)."""
+
+    strict: bool = True
+    memory_budget: int | None = None
+    track_absorbed: bool = False
+    param_relevance: bool = False
+    modules: tuple[str, ...] = ()
+    alias_support: bool = True
+    seed_mode: str = "tensor"  # "tensor": R = seed; "scaled": R = seed * output; "argmax": R = onehot(argmax) * output
+
+
+@dataclass
+class Assignment:
+    node: str
+    op: str
+    rule: str
+    module: str
+    fallback: bool = False
+
+
+@dataclass
+class AttributionProgram:
+    """The emitted program and everything needed to feed it and read its outputs."""
+
+    graph_module: fx.GraphModule
+    captured: Captured
+    float_inputs: list[int]  # flat input leaf indices that receive relevance
+    module_names: list[str]
+    param_names: list[str]
+    absorbed_nodes: list[str]
+    stats: PromiseStats
+    assignments: list[Assignment]
+    fallback_nodes: list[str]
+    build_seconds: float
+    output_shape: tuple[int, ...]
+    canonicalized: dict[str, int] = field(default_factory=dict)
+
+    def placeholder_values(self, model: torch.nn.Module, leaves: list[Any]) -> list[Any]:
+        return feed(self.captured, model, leaves)
+
+    def __call__(self, model: torch.nn.Module, leaves: list[Any], seed: Tensor) -> dict[str, Any]:
+        with torch.no_grad():
+            outs = self.graph_module(*self.placeholder_values(model, leaves), seed)
+        return self.unpack(outs)
+
+    def unpack(self, outs: Any) -> dict[str, Any]:
+        outs = list(outs)
+        result: dict[str, Any] = {"output": outs.pop(0)}
+        result["relevance"] = [outs.pop(0) for _ in self.float_inputs]
+        result["modules"] = {m: outs.pop(0) for m in self.module_names}
+        result["params"] = {p: outs.pop(0) for p in self.param_names}
+        if self.absorbed_nodes:
+            vec = outs.pop(0)
+            result["absorbed"] = dict(zip(self.absorbed_nodes, vec.tolist()))
+        return result
+
+    def rule_table(self) -> str:
+        """A readable table of the rule each node got."""
+        rows = [f"{a.node:<28} {a.op:<44} {a.rule:<24} {a.module}" for a in self.assignments]
+        return "\n".join([f"{'node':<28} {'op':<44} {'rule':<24} module", *rows])
+
+
+def feed(captured: Captured, model: torch.nn.Module, leaves: list[Any]) -> list[Any]:
+    """The captured graph's inputs: live parameters and buffers of ``model``, constants, input leaves."""
+    out = []
+    for src in captured.sources:
+        if src.kind == "param":
+            out.append(model.get_parameter(src.name).detach())
+        elif src.kind == "buffer":
+            out.append(model.get_buffer(src.name).detach())
+        elif src.kind == "constant":
+            out.append(src.value)
+        else:
+            leaf = leaves[src.index]
+            out.append(leaf.detach() if isinstance(leaf, Tensor) else leaf)
+    return out
+
+
+class ProgramBuilder:
+    """Assign rules, trace forward + relevance, plan promises (see module docstring)."""
+
+    def __init__(self, captured: Captured, composite: Composite, options: Options, float_inputs: list[int]) -> None:
+        self.captured = captured
+        self.composite = composite
+        self.options = options
+        self.float_inputs = float_inputs
+        graph = captured.graph
+        self.placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+        out_node = next(n for n in graph.nodes if n.op == "output")
+        outs = out_node.args[0]
+        self.output = outs[0] if isinstance(outs, (list, tuple)) else outs
+        self.input_nodes = {
+            src.index: ph for ph, src in zip(self.placeholders, captured.sources) if src.kind == "input"
+        }
+        float_nodes = {self.input_nodes[i] for i in float_inputs}
+        self.activations = analysis.activations(graph, float_nodes)
+        if self.output not in self.activations:
+            raise RuleError("the explained output does not depend on any floating-point input: nothing to attribute")
+        self.live = analysis.live(graph, self.activations, self.output)
+        self.assignment: dict[fx.Node, tuple[OpRule | None, Rule]] = {}
+        self.fallback_nodes: list[str] = []
+        self._assign_rules()
+        groups = {n: op_rule.group for n, (op_rule, _) in self.assignment.items() if op_rule is not None}
+        self.nonneg = analysis.nonneg(graph, self.activations, groups)
+        supports = {n: self._support(n, op_rule, rule) for n, (op_rule, rule) in self.assignment.items()}
+        self.support_ok = analysis.support_follows_value(self.live, supports, self.output)
+        self.seed_fn = None  # a callable target, traced into the program
+        self.records: dict[int, PromiseRecord] = {}
+        self.absorbed: dict[fx.Node, Tensor] = {}
+        self.param_rel: dict[str, Tensor] = {}
+        self.env: dict[fx.Node, Any] = {}
+        self.module_outputs = self._module_outputs()
+
+    # -- rule assignment ---------------------------------------------------------------------------------------------
+    def _assign_rules(self) -> None:
+        first_seen = False
+        missing = []
+        for node in self.live:
+            if node.op != "call_function":
+                continue
+            op_rule = get_rule(node.target)
+            if op_rule is None:
+                if self.options.strict:
+                    missing.append(node)
+                    continue
+                self.assignment[node] = (None, Gradient())
+                self.fallback_nodes.append(node.name)
+                continue
+            is_first = not first_seen and op_rule.group in FIRST_LAYER_GROUPS
+            first_seen = first_seen or op_rule.group in FIRST_LAYER_GROUPS
+            rule = self.composite.rule_for(node, op_rule, is_first)
+            op_rule.check(rule)
+            self.assignment[node] = (op_rule, rule)
+        if missing:
+            raise _missing_rule_error(missing)
+
+    def _support(self, node: fx.Node, op_rule: OpRule | None, rule: Rule) -> str:
+        if op_rule is None:
+            return "none"
+        if isinstance(rule, Pass) and op_rule.group == "activation":
+            return "follows" if node.target in ZERO_PRESERVING else "none"
+        if op_rule.group in ("batchnorm", "layernorm", "mul", "div"):
+            return "none"
+        return rule.support
+
+    def _module_outputs(self) -> dict[str, fx.Node]:
+        found = {}
+        live = set(self.live)
+        for name in self.options.modules:
+            inside = [n for n in self.live if any(m == name for m, _ in module_stack(n))]
+            leaving = [
+                n
+                for n in inside
+                if any(u not in inside or u.op == "output" for u in n.users if u in live or u.op == "output")
+            ]
+            if not leaving:
+                raise RuleError(f"no live node comes from module {name!r}; module names look like 'layer1.0.conv1'")
+            found[name] = leaving[-1]
+        return found
+
+    # -- promises ----------------------------------------------------------------------------------------------------
+    def promise(self, n: fx.Node, requester: fx.Node, support_only: bool, index: int | None = None) -> Any:
+        if n not in self.activations:
+            return self.env[n]
+        target = n
+        aliased = None
+        if support_only and self.options.alias_support:
+            alias = self._alias(n)
+            if alias is not None:
+                target, aliased = alias, alias.name
+        value = self.env[target]
+        if isinstance(value, (tuple, list)):
+            return type(value)(self._wrap(v, n, requester, support_only, aliased) for v in value)
+        return self._wrap(value, n, requester, support_only, aliased)
+
+    def _wrap(self, value: Any, n: fx.Node, requester: fx.Node, support_only: bool, aliased: str | None) -> Any:
+        if not isinstance(value, Tensor):
+            return value
+        pid = len(self.records)
+        self.records[pid] = PromiseRecord(pid, n.name, requester.name, support_only, aliased)
+        return promise(value, pid)
+
+    def _alias(self, n: fx.Node) -> fx.Node | None:
+        """A kept value equal to ``n`` wherever ``n``'s relevance is non-zero: the ReLU right after it."""
+        live = set(self.live)
+        users = [u for u in n.users if u in live]
+        if len(users) == 1 and len(n.users) == 1 and users[0].target is aten.relu.default:
+            if users[0] in self.support_ok:
+                return users[0]
+        return None
+
+    # -- bookkeeping from rules --------------------------------------------------------------------------------------
+    def record_absorbed(self, node: fx.Node, amount: Tensor) -> None:
+        self.absorbed[node] = self.absorbed[node] + amount if node in self.absorbed else amount
+
+    def wants_param_relevance(self, node: fx.Node) -> bool:
+        return self.options.param_relevance
+
+    def record_param_relevance(self, node: fx.Node, param: Any, relevance: Tensor) -> None:
+        original = node.meta.get("lrp_fx_weight", param)
+        name = self._param_name(original)
+        if name is None:
+            return
+        self.param_rel[name] = self.param_rel[name] + relevance if name in self.param_rel else relevance
+
+    def _param_name(self, n: Any) -> str | None:
+        if isinstance(n, fx.Node) and n.op == "placeholder":
+            src = self.captured.sources[self.placeholders.index(n)]
+            return src.name if src.kind == "param" else None
+        return None
+
+    # -- the traced function -----------------------------------------------------------------------------------------
+    def _run(self, *flat: Any) -> tuple:
+        graph = self.captured.graph
+        env = self.env
+        env.clear()
+        for ph, v in zip(self.placeholders, flat):
+            env[ph] = v
+        seed = flat[-1]
+        with torch.no_grad():
+            for node in graph.nodes:
+                if node.op == "call_function":
+                    args = fx.node.map_arg(node.args, env.__getitem__)
+                    kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
+                    env[node] = node.target(*args, **kwargs)
+            out = env[self.output]
+            relevance: dict[fx.Node, Any] = {self.output: self._seed(out, seed)}
+            module_rel: dict[str, Tensor] = {}
+            wanted = {node: name for name, node in self.module_outputs.items()}
+            for node in reversed(self.live):
+                if node.op != "call_function":
+                    continue
+                r = relevance.pop(node, None)
+                if node in wanted:
+                    module_rel[wanted[node]] = r if r is not None else torch.zeros_like(env[node])
+                if r is None or (isinstance(r, list) and all(x is None for x in r)):
+                    continue
+                if node.target is operator.getitem:
+                    self._to_slot(relevance, node, r)
+                    continue
+                self._apply(node, r, relevance)
+        outputs = [out]
+        for i in self.float_inputs:
+            ph = self.input_nodes[i]
+            r = relevance.get(ph)
+            outputs.append(r if r is not None else torch.zeros_like(env[ph]))
+        outputs += [module_rel[m] for m in self.options.modules]
+        self.param_names = sorted(self.param_rel)
+        outputs += [self.param_rel[p] for p in self.param_names]
+        self.absorbed_names = [n.name for n in self.absorbed]
+        if self.absorbed:
+            outputs.append(torch.stack([a.reshape(()) for a in self.absorbed.values()]))
+        return tuple(outputs)
+
+    def _seed(self, out: Tensor, seed: Tensor) -> Tensor:
+        mode = self.options.seed_mode
+        if self.seed_fn is not None:
+            return self.seed_fn(out)
+        if mode == "tensor":
+            return seed
+        if mode == "scaled":
+            return seed * out
+        mask = torch.zeros_like(out).scatter(-1, out.argmax(-1, keepdim=True), 1.0)
+        return mask * out
+
+    def _to_slot(self, relevance: dict, node: fx.Node, r: Tensor) -> None:
+        producer, index = node.args
+        value = self.env[producer]
+        slots = relevance.setdefault(producer, [None] * len(value))
+        slots[index] = r if slots[index] is None else slots[index] + r
+
+    def _apply(self, node: fx.Node, r: Any, relevance: dict) -> None:
+        op_rule, rule = self.assignment[node]
+        call = RuleCall(node, rule, self)
+        if isinstance(r, list):  # multi-output op: missing slots are zeros
+            value = self.env[node]
+            r = [x if x is not None or not isinstance(v, Tensor) else None for x, v in zip(r, value)]
+        fn = routing.gradient_fallback if op_rule is None else op_rule.fn
+        try:
+            rel = list(fn(call, r))
+        except MissingRuleError:
+            raise
+        except Exception as err:
+            raise RuleError(
+                f"rule {rule.name} failed on node {node.name} ({node.target}) from {user_frame(node)}: {err}"
+            ) from err
+        if len(rel) != len(call.inputs):
+            raise RuleError(
+                f"rule for {node.target} returned {len(rel)} relevances for {len(call.inputs)} tensor inputs"
+            )
+        live = self._live_set
+        for inp, ri in zip(call.inputs, rel):
+            if ri is None or inp not in live:
+                continue
+            expected = self.env[inp]
+            if isinstance(expected, Tensor) and tuple(ri.shape) != tuple(expected.shape):
+                raise RuleError(
+                    f"rule for {node.target} returned relevance of shape {tuple(ri.shape)} for input {inp.name} "
+                    f"of shape {tuple(expected.shape)}"
+                )
+            relevance[inp] = ri if inp not in relevance else relevance[inp] + ri
+
+    @property
+    def _live_set(self) -> set[fx.Node]:
+        if not hasattr(self, "_live_cache"):
+            self._live_cache = set(self.live)
+        return self._live_cache
+
+    # -- build -------------------------------------------------------------------------------------------------------
+    def build(self, example_flat: list[Any]) -> AttributionProgram:
+        start = time.perf_counter()
+        out_val = self.output.meta.get("val")
+        if out_val is None:
+            raise RuleError("the captured output has no shape metadata")
+        seed = torch.zeros(out_val.shape, dtype=out_val.dtype, device=out_val.device)
+        flat = [v.detach() if isinstance(v, Tensor) else v for v in example_flat] + [seed]
+        gm = make_fx(self._run, tracing_mode="fake")(*flat)
+        seed_ph = [n for n in gm.graph.nodes if n.op == "placeholder"][-1]
+        seed_ph.meta["lrp_fx_seed"] = True
+        stats = PromisePlanner(gm, self.options.memory_budget).plan(self.records)
+        stats.aliased = sum(1 for r in self.records.values() if r.aliased_to)
+        if any(n.target is PROMISE for n in gm.graph.nodes if n.op == "call_function"):
+            raise RuleError("internal error: unresolved promise nodes remain")
+        assignments = [
+            Assignment(
+                node=n.name,
+                op=str(n.target),
+                rule=repr(rule),
+                module=(module_stack(n)[-1][0] if module_stack(n) else ""),
+                fallback=op_rule is None,
+            )
+            for n, (op_rule, rule) in self.assignment.items()
+        ]
+        return AttributionProgram(
+            graph_module=gm,
+            captured=self.captured,
+            float_inputs=self.float_inputs,
+            module_names=list(self.options.modules),
+            param_names=self.param_names,
+            absorbed_nodes=self.absorbed_names,
+            stats=stats,
+            assignments=assignments,
+            fallback_nodes=self.fallback_nodes,
+            build_seconds=time.perf_counter() - start,
+            output_shape=tuple(out_val.shape),
+        )
+
+
+def _missing_rule_error(nodes: list[fx.Node]) -> MissingRuleError:
+    ops = {}
+    for n in nodes:
+        ops.setdefault(str(n.target), n)
+    lines = []
+    for op, n in ops.items():
+        count = sum(1 for m in nodes if str(m.target) == op)
+        args = ", ".join(_describe(a) for a in n.args)
+        lines.append(f"  {op}({args})  x{count}, first at {user_frame(n)}")
+    first = next(iter(ops))
+    return MissingRuleError(
+        "no relevance rule for:\n" + "\n".join(lines) + "\n"
+        "To fix: register a rule, e.g.\n"
+        f"    @lrp_fx.register_rule(torch.ops.{first.replace('.default', '')}, group='my_group', "
+        "accepts=(lrp_fx.rules.Pass,), default=lrp_fx.rules.Pass())\n"
+        "    def my_rule(call, relevance):\n"
+        "        return call.first(relevance)\n"
+        "or pass strict=False to use the declared gradient fallback (every node it touches is listed in "
+        "result.fallback_nodes). See docs/rules.md."
+    )
+
+
+def _describe(a: Any) -> str:
+    if isinstance(a, fx.Node):
+        val = a.meta.get("val")
+        if isinstance(val, Tensor):
+            return f"{str(val.dtype).replace('torch.', '')}{list(val.shape)}"
+        return a.name
+    return repr(a)

@@ -1,0 +1,168 @@
+"""Element-wise ops: activations (identity), sums and differences (proportional), products and quotients.
+
+Broadcasting is undone with ``sum_to`` (the VJP of broadcasting), so a bias-like operand of shape ``[C, 1, 1]``
+receives the relevance of every position it was added to.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import Epsilon, Norm, Pass, UniformProduct
+from .call import RuleCall, sum_to
+from .registry import aten, register_rule
+from .stabilize import stabilize
+
+# Element-wise functions whose relevance passes through unchanged (Zennit's Pass for activations). Only unary in
+# their activation input; extra arguments are constants (slopes, bounds).
+ACTIVATIONS = [
+    aten.relu.default,
+    aten.gelu.default,
+    aten.silu.default,
+    aten.sigmoid.default,
+    aten.tanh.default,
+    aten.hardtanh.default,
+    aten.hardswish.default,
+    aten.hardsigmoid.default,
+    aten.leaky_relu.default,
+    aten.elu.default,
+    aten.softplus.default,
+    aten.mish.default,
+    aten.clamp.default,
+    aten.clamp_min.default,
+    aten.clamp_max.default,
+    aten.relu6.default,
+    aten.log_sigmoid_forward.default,
+]
+
+# Activations with f(0) = 0: an input of zero gives an output of zero, so "relevance vanishes where the value does"
+# passes through them (used by the support analysis).
+ZERO_PRESERVING = {
+    aten.relu.default,
+    aten.gelu.default,
+    aten.silu.default,
+    aten.tanh.default,
+    aten.hardtanh.default,
+    aten.hardswish.default,
+    aten.leaky_relu.default,
+    aten.elu.default,
+    aten.mish.default,
+    aten.relu6.default,
+}
+
+
+@register_rule(ACTIVATIONS, group="activation", accepts=(Pass,), default=Pass())
+def pass_activation(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """Identity: ``R_x = R_y``. Exact for ReLU networks under the usual LRP reading (the layer above already
+    weighted its inputs by their activations)."""
+    return call.first(relevance)
+
+
+@register_rule([aten.add.Tensor, aten.sub.Tensor], group="add", accepts=(Norm, Epsilon), default=Norm())
+def proportional_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``y = a + alpha*b`` (or ``a - alpha*b``): ``R_a = a * R / stab(y)``, ``R_b = +-alpha*b * R / stab(y)``.
+
+    Conservative: the shares sum to ``R * y / stab(y)``. A constant operand (bias-like) keeps its share, which is
+    recorded as absorbed rather than silently dropped.
+    """
+    node = call.node
+    alpha = node.kwargs.get("alpha", 1)
+    sign = -1.0 if node.target is aten.sub.Tensor else 1.0
+    rule = call.rule
+    eps = rule.epsilon if isinstance(rule, Epsilon) else rule.stabilizer
+    y = call.out(support_only=True)
+    s = relevance / stabilize(y, eps)
+    shares = {}
+    absorbed = relevance - s * y if call.track else None
+    for i, coef in ((0, 1.0), (1, sign * alpha)):
+        a = node.args[i]
+        if not call.is_activation(a):
+            if absorbed is not None:  # a constant operand keeps its share, like a bias
+                absorbed = absorbed + coef * call.value(a) * s
+            continue
+        v = call.value(a)
+        shares[i] = sum_to(coef * v * s, v.shape)
+    if absorbed is not None:
+        call.absorb(absorbed)
+    return call.assign(shares)
+
+
+@register_rule(aten.mul.Tensor, group="mul", accepts=(UniformProduct, Pass), default=UniformProduct())
+def product(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``y = a * b``.
+
+    * One factor constant (a parameter, buffer or number): ``y`` is linear in the other, which receives all of ``R``
+      (the epsilon rule of a diagonal linear map, ``x * (c * R / (c * x)) = R``).
+    * Both factors activations (gates, attention): each receives ``R / 2`` (AttnLRP's uniform rule), reduced to its
+      shape if it was broadcast.
+    """
+    a, b = call.node.args[0], call.node.args[1]
+    act = [call.is_activation(a), call.is_activation(b)]
+    if act[0] and act[1]:
+        va, vb = call.value(a), call.value(b)
+        half = relevance * 0.5
+        return call.assign({0: sum_to(half, va.shape), 1: sum_to(half, vb.shape)})
+    i = 0 if act[0] else 1
+    v = call.value(call.node.args[i])
+    return call.assign({i: sum_to(relevance, v.shape)})
+
+
+@register_rule(aten.div.Tensor, group="div", accepts=(Pass,), default=Pass())
+def quotient(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``y = a / b``: all relevance to the numerator; the denominator is a normaliser treated as constant (as for
+    the standard deviation in layer norm). Exact when ``b`` is a constant."""
+    a = call.node.args[0]
+    if not call.is_activation(a):
+        return call.assign({})
+    v = call.value(a)
+    return call.assign({0: sum_to(relevance, v.shape)})
+
+
+@register_rule(aten.neg.default, group="activation", accepts=(Pass,), default=Pass())
+def negation(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``y = -x``: ``R_x = R_y`` (a linear map with weight -1 under the epsilon rule)."""
+    return call.first(relevance)
+
+
+@register_rule(
+    aten._native_batch_norm_legit_no_training.default, group="batchnorm", accepts=(Pass, Epsilon), default=Pass()
+)
+def batch_norm(call: RuleCall, relevance: list) -> list[Tensor | None]:
+    """Eval-mode batch norm that could not be folded into a preceding linear layer (e.g. pre-activation
+    DenseNet blocks). Pass (Zennit's choice) or Epsilon on the per-channel affine map ``y = a x + c``."""
+    r = relevance[0]
+    if r is None:
+        return call.assign({})
+    if isinstance(call.rule, Pass):
+        return call.first(r)
+    x = call.arg(0)
+    y = call.out(support_only=True)[0]
+    s = r / stabilize(y, call.rule.epsilon)
+    var, eps = call.arg(4), call.node.args[6]  # the mean belongs to the bias, which absorbs its share
+    w = call.arg(1)
+    scale = torch.rsqrt(var + eps)
+    if w is not None:
+        scale = scale * w
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    r_x = x * scale.view(shape) * s
+    if call.track:
+        call.absorb(r - r_x)
+    return call.first(r_x)
+
+
+@register_rule(aten.native_layer_norm.default, group="layernorm", accepts=(Pass,), default=Pass())
+def layer_norm(call: RuleCall, relevance: list) -> list[Tensor | None]:
+    """``y = (x - mean) * rstd * gamma + beta``: the normaliser is constant (identity through it, as in AttnLRP);
+    the affine part uses epsilon, so ``R_x = (y - beta) * R / stab(y)`` and ``beta`` absorbs its share."""
+    r = relevance[0]
+    if r is None:
+        return call.assign({})
+    y = call.out(support_only=True)[0]
+    beta = call.arg(3)
+    s = r / stabilize(y, 1e-6)
+    centred = y if beta is None else y - beta
+    r_x = centred * s
+    if call.track:
+        call.absorb(r - r_x)
+    return call.first(r_x)

@@ -1,0 +1,208 @@
+"""Rules for ops linear in their activation input: linear layers, convolutions, average pooling, sums and means.
+
+One mechanism serves them all (Zennit's BasicHook idea, written as a pure function). A rule is a list of *groups*;
+group ``g`` has a weight ``w_g`` (alpha or -beta), an optional mask, and *terms* ``(x_t, W_t, b_t, sign_t)`` of
+modified inputs and parameters. With ``f(x; W, b)`` the op itself:
+
+    z_g = sum_t sign_t f(x_t; W_t, b_t)            (or the op's own output for Epsilon/Norm)
+    s_g = mask_g * R / stab(z_g)
+    R_x = sum_g w_g sum_t sign_t x_t * (J_f(W_t)^T s_g)
+
+``J_f(W)^T s`` is the op's input VJP: a transposed matmul or convolution, the same kernel a gradient uses. Terms whose
+``x_t`` is identically zero (``x^-`` when ``x`` is provably non-negative, e.g. after ReLU) are skipped exactly.
+
+The relevance absorbed by biases and stabilisers is ``sum R - sum_g w_g sum s_g (z_g - sum_t sign_t b_t)``, computed
+from the formula rather than from ``R_x``, so conservation tests check something.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .autodiff import vjp
+from .base import AlphaBeta, Epsilon, Flat, Gamma, Norm, WSquare, ZBox, ZPlus
+from .call import RuleCall
+from .registry import aten, register_rule
+from .stabilize import stabilize
+
+ONES = None  # an x_t of ONES means "all ones": the reducer then skips the product with x
+
+
+@dataclass
+class Term:
+    x: Tensor | None  # modified input; None means all ones
+    w: Tensor
+    b: Tensor | None
+    sign: float = 1.0
+
+
+@dataclass
+class Group:
+    terms: list[Term]
+    weight: float = 1.0
+    mask: Tensor | None = None
+    z: Tensor | None = None  # given denominator (the op's own output); computed from the terms otherwise
+    eps: float = 1e-6
+    bias_terms: list[tuple[float, Tensor | None]] = field(default_factory=list)
+
+
+def _pos(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.clamp(min=0)
+
+
+def _neg(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.clamp(max=0)
+
+
+def _affine(call: RuleCall):
+    """``f(x, W, b)`` for this node: the node's own op with the other arguments unchanged."""
+    node = call.node
+    rest = tuple(call.arg(i) for i in range(3, len(node.args)))
+
+    def f(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        return node.target(x, w, b, *rest)
+
+    return f
+
+
+def _bias_like(call: RuleCall, b: Tensor | None, z: Tensor) -> Tensor | float:
+    if b is None:
+        return 0.0
+    if call.node.target is aten.linear.default:
+        return b
+    return b.view(1, -1, *([1] * (z.dim() - 2)))  # convolution: channel dimension 1
+
+
+def _groups(call: RuleCall, x: Tensor, w: Tensor, b: Tensor | None) -> list[Group]:
+    rule = call.rule
+    nonneg = call.nonneg(call.node.args[0])
+    xp = x if nonneg else _pos(x)
+    xn = None if nonneg else _neg(x)
+
+    def split(wa: Tensor, ba: Tensor | None, wb: Tensor) -> list[Term]:
+        terms = [Term(xp, wa, ba)]
+        if xn is not None:
+            terms.append(Term(xn, wb, None))
+        return terms
+
+    if isinstance(rule, Epsilon):
+        return [Group([Term(x, w, b)], z=call.out(support_only=True), eps=rule.epsilon)]
+    if isinstance(rule, ZPlus):
+        return [Group(split(_pos(w), _pos(b), _neg(w)), eps=rule.stabilizer)]
+    if isinstance(rule, AlphaBeta):
+        return [
+            Group(split(_pos(w), _pos(b), _neg(w)), weight=rule.alpha, eps=rule.stabilizer),
+            Group(split(_neg(w), _neg(b), _pos(w)), weight=-rule.beta, eps=rule.stabilizer),
+        ]
+    if isinstance(rule, Gamma):
+        g = rule.gamma
+        wa, wb = w + g * w.clamp(min=0), w + g * w.clamp(max=0)
+        ba = None if b is None else b + g * b.clamp(min=0)
+        bb = None if b is None else b + g * b.clamp(max=0)
+        o = call.out(support_only=True)
+        return [
+            Group(split(wa, ba, wb), mask=o > 0, eps=rule.stabilizer),
+            Group(split(wb, bb, wa), mask=o < 0, eps=rule.stabilizer),
+        ]
+    if isinstance(rule, Flat):
+        return [Group([Term(ONES, torch.ones_like(w), None)], eps=rule.stabilizer)]
+    if isinstance(rule, WSquare):
+        return [Group([Term(ONES, w * w, None if b is None else b * b)], eps=rule.stabilizer)]
+    if isinstance(rule, ZBox):
+        low = torch.as_tensor(rule.low, dtype=x.dtype, device=x.device).expand_as(x)
+        high = torch.as_tensor(rule.high, dtype=x.dtype, device=x.device).expand_as(x)
+        terms = [Term(x, w, b), Term(low, _pos(w), _pos(b), -1.0), Term(high, _neg(w), _neg(b), -1.0)]
+        return [Group(terms, eps=rule.stabilizer)]
+    raise TypeError(f"no linear-family formulation for {rule!r}")
+
+
+def _propagate(call: RuleCall, f, x: Tensor, groups: list[Group], relevance: Tensor) -> Tensor:
+    """Evaluate the groups: the shared body of every linear-family rule."""
+    r_x = None
+    kept = 0.0  # sum_g w_g sum s_g (z_g - bias_g), for the absorbed-relevance record
+    r_w = None
+    for g in groups:
+        z = g.z
+        if z is None:
+            z = sum(t.sign * f(torch.ones_like(x) if t.x is ONES else t.x, t.w, t.b) for t in g.terms)
+        s = relevance / stabilize(z, g.eps)
+        if g.mask is not None:
+            s = s * g.mask
+        for t in g.terms:
+            back = vjp(lambda xx, w=t.w: f(xx, w, None), (x,), s, wrt=(0,))[0]
+            part = back if t.x is ONES else t.x * back
+            part = part * (g.weight * t.sign) if g.weight * t.sign != 1.0 else part
+            r_x = part if r_x is None else r_x + part
+            if call.want_params():
+                xin = torch.ones_like(x) if t.x is ONES else t.x
+                gw = vjp(lambda ww, xi=xin: f(xi, ww, None), (t.w,), s, wrt=(0,))[0]
+                pw = t.w * gw * (g.weight * t.sign)
+                r_w = pw if r_w is None else r_w + pw
+        if call.track:
+            bias = sum(t.sign * _bias_like(call, t.b, z) for t in g.terms)
+            kept = kept + g.weight * (s * (z - bias)).sum()
+    if call.track:
+        call.absorb(relevance.sum() - kept)
+    if r_w is not None:
+        call.param_relevance(1, r_w)
+    return r_x
+
+
+LINEAR_RULES = (Epsilon, ZPlus, AlphaBeta, Gamma, Flat, WSquare, ZBox)
+
+
+@register_rule(aten.linear.default, group="linear", accepts=LINEAR_RULES, default=Epsilon())
+def linear_family(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``aten.linear(x, W, b)`` and ``aten.convolution(x, W, b, ...)``: any of the linear-family rules."""
+    x, w, b = call.arg(0), call.arg(1), call.arg(2)
+    f = _affine(call)
+    return call.first(_propagate(call, f, x, _groups(call, x, w, b), relevance))
+
+
+register_rule(aten.convolution.default, group="conv", accepts=LINEAR_RULES, default=Epsilon())(linear_family)
+
+
+POOL_OPS = [
+    aten.avg_pool1d.default,
+    aten.avg_pool2d.default,
+    aten.avg_pool3d.default,
+    aten._adaptive_avg_pool2d.default,
+    aten._adaptive_avg_pool3d.default,
+    aten.adaptive_avg_pool1d.default,
+    aten.mean.dim,
+    aten.mean.default,
+    aten.sum.dim_IntList,
+    aten.sum.default,
+]
+
+
+@register_rule(POOL_OPS, group="pool", accepts=(Norm, Epsilon, Flat), default=Norm())
+def average_pool(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """Sums and averages, ``z = f(x)`` linear without parameters: ``R_x = x * J_f^T (R / stab(z))``.
+
+    Norm and Epsilon coincide here (no bias); Flat spreads relevance uniformly over each window.
+    """
+    node = call.node
+    x = call.arg(0)
+    rest = tuple(call.arg(i) for i in range(1, len(node.args)))
+    kwargs = dict(node.kwargs)
+
+    def f(xx: Tensor) -> Tensor:
+        return node.target(xx, *rest, **kwargs)
+
+    rule = call.rule
+    eps = rule.epsilon if isinstance(rule, Epsilon) else rule.stabilizer
+    if isinstance(rule, Flat):
+        ones = torch.ones_like(x)
+        s = relevance / stabilize(f(ones), eps)
+        r = vjp(f, (x,), s, wrt=(0,))[0]
+    else:
+        z = call.out(support_only=True)
+        s = relevance / stabilize(z, eps)
+        r = x * vjp(f, (x,), s, wrt=(0,))[0]
+        if call.track:
+            call.absorb(relevance - s * z)
+    return call.first(r)

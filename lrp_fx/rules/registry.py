@@ -1,0 +1,95 @@
+"""The rule registry: one rule function per aten op overload.
+
+``register_rule(ops, group=..., accepts=...)`` registers a function ``fn(call, relevance) -> relevances`` for each
+overload. ``group`` names the family composites refer to ("conv", "linear", "pool", "activation", ...); ``accepts``
+lists the rule objects the function knows how to apply. The emitter, not the rule, checks that a rule returns exactly
+one relevance (or ``None``) per tensor input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch._ops import OpOverload, OpOverloadPacket
+
+from .base import Rule
+
+RuleFn = Callable[[Any, Any], Sequence[torch.Tensor | None]]
+
+
+@dataclass(frozen=True)
+class OpRule:
+    """A registered rule function and what it accepts."""
+
+    op: Any
+    fn: RuleFn
+    group: str
+    accepts: tuple[type[Rule], ...]
+    default: Rule
+
+    def check(self, rule: Rule) -> None:
+        if not isinstance(rule, self.accepts):
+            names = ", ".join(a.__name__ for a in self.accepts)
+            raise TypeError(f"{self.op} (group {self.group!r}) cannot apply {rule!r}; it accepts {names}")
+
+
+_RULES: dict[Any, OpRule] = {}
+
+
+def _overloads(op: Any) -> Iterable[Any]:
+    if isinstance(op, OpOverloadPacket):
+        for name in op.overloads():
+            yield getattr(op, name)
+    else:
+        yield op
+
+
+def register_rule(
+    ops: Any | Iterable[Any],
+    *,
+    group: str,
+    accepts: tuple[type[Rule], ...],
+    default: Rule,
+    replace: bool = False,
+) -> Callable[[RuleFn], RuleFn]:
+    """Register ``fn`` as the rule function of ``ops`` (an overload, a packet meaning all its overloads, or a list).
+
+    A second registration for the same overload is an error unless ``replace=True``: nothing is overwritten by
+    accident.
+    """
+    if isinstance(ops, (OpOverload, OpOverloadPacket)) or callable(ops) and not isinstance(ops, (list, tuple)):
+        ops = [ops]
+
+    def wrap(fn: RuleFn) -> RuleFn:
+        for packet in ops:
+            for op in _overloads(packet):
+                if op in _RULES and not replace:
+                    raise ValueError(f"a rule for {op} is already registered ({_RULES[op].fn.__qualname__})")
+                _RULES[op] = OpRule(op=op, fn=fn, group=group, accepts=accepts, default=default)
+        return fn
+
+    return wrap
+
+
+def get_rule(op: Any) -> OpRule | None:
+    """The registered rule of an op overload, or ``None``."""
+    return _RULES.get(op)
+
+
+def registered_ops() -> list[Any]:
+    """Every op overload that has a rule, sorted by name."""
+    return sorted(_RULES, key=str)
+
+
+def is_registered(op: Any) -> bool:
+    return op in _RULES
+
+
+def _all_overloads(packets: Iterable[OpOverloadPacket | OpOverload]) -> list[OpOverload]:
+    return [op for packet in packets for op in _overloads(packet)]
+
+
+aten = torch.ops.aten

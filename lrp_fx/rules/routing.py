@@ -1,0 +1,137 @@
+"""Routing ops: views, permutations, slices, concatenation, indexing, padding, max pooling.
+
+These ops are linear in their activation input and only move (or copy) values, so their vector-Jacobian product is
+the exact relevance routing: every output position hands its relevance to the input position it came from, and a
+copied input (expand, repeat) collects the relevance of all its copies. One generic rule covers all of them.
+"""
+
+from __future__ import annotations
+
+import operator
+
+from torch import Tensor
+
+from .autodiff import vjp_multi
+from .base import Gradient, Route, WinnerTakesAll
+from .call import RuleCall
+from .registry import aten, register_rule
+
+ROUTING_OPS = [
+    aten.view.default,
+    aten._unsafe_view.default,
+    aten.reshape.default,
+    aten.permute.default,
+    aten.transpose.int,
+    aten.t.default,
+    aten.expand.default,
+    aten.unsqueeze.default,
+    aten.squeeze.dim,
+    aten.squeeze.dims,
+    aten.squeeze.default,
+    aten.slice.Tensor,
+    aten.select.int,
+    aten.narrow.default,
+    aten.cat.default,
+    aten.stack.default,
+    aten.split.Tensor,
+    aten.split_with_sizes.default,
+    aten.unbind.int,
+    aten.clone.default,
+    aten.alias.default,
+    aten.contiguous.default,
+    aten._to_copy.default,
+    aten.flatten.using_ints,
+    aten.index.Tensor,
+    aten.index_select.default,
+    aten.gather.default,
+    aten.constant_pad_nd.default,
+    aten.roll.default,
+    aten.flip.default,
+    aten.repeat.default,
+    aten.channel_shuffle.default,
+    aten.pixel_shuffle.default,
+    aten.pixel_unshuffle.default,
+    aten.unfold.default,
+    aten.diagonal.default,
+    aten.dropout.default,
+    aten.lift_fresh_copy.default,
+    aten.detach.default,
+    aten.chunk.default,
+    aten.tensor_split.sections,
+    aten.movedim.int,
+    aten.unflatten.int,
+    aten.tile.default,
+    aten.upsample_nearest2d.vec,
+    aten.upsample_nearest2d.default,
+]
+
+
+def _routing_vjp(call: RuleCall, relevance) -> list[Tensor | None]:
+    node = call.node
+    positions = [i for i, n in enumerate(call.inputs) if call.is_activation(n)]
+    if not positions:
+        return [None] * len(call.inputs)
+    values = [call.value(n) for n in call.inputs]
+
+    # rebuild the op's arguments with the flat input values substituted in order
+    def run(*flat):
+        it = iter(flat)
+
+        def sub(a):
+            if hasattr(a, "op") and hasattr(a, "target"):  # fx.Node
+                return next(it)
+            if isinstance(a, (list, tuple)):
+                return type(a)(sub(b) for b in a)
+            return a
+
+        args = sub(tuple(node.args))
+        kwargs = {k: sub(v) for k, v in node.kwargs.items()}
+        return node.target(*args, **kwargs)
+
+    cotangents = list(relevance) if isinstance(relevance, (list, tuple)) else [relevance]
+    grads = vjp_multi(run, values, cotangents, wrt=positions)
+    out: list[Tensor | None] = [None] * len(call.inputs)
+    for p, g in zip(positions, grads):
+        out[p] = g
+    return out
+
+
+@register_rule(ROUTING_OPS, group="routing", accepts=(Route,), default=Route())
+def route(call: RuleCall, relevance) -> list[Tensor | None]:
+    """Exact routing: ``R_x = J^T R`` for an op that only selects, moves or copies its input."""
+    return _routing_vjp(call, relevance)
+
+
+def gradient_fallback(call: RuleCall, relevance) -> list[Tensor | None]:
+    """The declared fallback of permissive mode: the op's VJP applied to the relevance (not an LRP rule)."""
+    return _routing_vjp(call, relevance)
+
+
+@register_rule(operator.getitem, group="getitem", accepts=(Route,), default=Route())
+def getitem(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """Element ``i`` of a multi-output op: its relevance goes into slot ``i`` of the producer's relevance list."""
+    raise AssertionError("getitem is handled by the emitter")  # slots are filled in lrp_fx.program
+
+
+MAX_POOLS = {
+    aten.max_pool2d_with_indices.default: aten.max_pool2d_with_indices_backward.default,
+    aten.max_pool3d_with_indices.default: aten.max_pool3d_with_indices_backward.default,
+}
+
+
+@register_rule(list(MAX_POOLS), group="maxpool", accepts=(WinnerTakesAll, Gradient), default=WinnerTakesAll())
+def max_pool(call: RuleCall, relevance: list) -> list[Tensor | None]:
+    """Winner takes all: the relevance of each pooled output goes to the input that was the max (the gradient of
+    max pooling, using the indices kept from the forward pass)."""
+    r = relevance[0]
+    if r is None:
+        return call.first(None)
+    x = call.arg(0)
+    indices = call.out()[1]
+    node = call.node
+    kernel, stride, padding, dilation, ceil = (list(node.args[1:]) + [None] * 5)[:5]
+    stride = stride or []
+    padding = padding if padding is not None else [0] * len(kernel)
+    dilation = dilation if dilation is not None else [1] * len(kernel)
+    backward = MAX_POOLS[node.target]
+    return call.first(backward(r, x, kernel, stride, padding, dilation, bool(ceil), indices))

@@ -1,0 +1,20 @@
+"""The stabilised denominator shared by every division rule.
+
+Convention (Zennit's): ``stab(z) = z + eps * sgn(z)`` with ``sgn(0) = +1``, so a zero denominator becomes ``+eps``
+and no entry ever changes sign. Keeping the exact convention is what makes parity tests exact.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def stabilize(z: Tensor, eps: float = 1e-6) -> Tensor:
+    """Return ``z + eps * sgn(z)`` with ``sgn(0) = +1``."""
+    return torch.where(z >= 0, z + eps, z - eps)
+
+
+def safe_divide(numerator: Tensor, denominator: Tensor, eps: float = 1e-6) -> Tensor:
+    """``numerator / stab(denominator)``."""
+    return numerator / stabilize(denominator, eps)

@@ -1,0 +1,132 @@
+"""Element-wise, pooling and routing rules against their dense float64 formulas."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import lrp_fx
+
+from ._reference import stab
+
+
+class Binary(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x, y):
+        return self.fn(x, y)
+
+
+def _attr(model, inputs, R, **kw):
+    return lrp_fx.attribute(model, inputs, target=R, composite="epsilon", **kw)
+
+
+def test_add_is_proportional_and_handles_broadcast():
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    y = torch.randn(3, 1, 1, dtype=torch.float64)
+    z = x + y
+    R = torch.randn_like(z)
+    res = _attr(Binary(torch.add), (x, y), R)
+    torch.testing.assert_close(res.relevance[0], x * R / stab(z))
+    torch.testing.assert_close(res.relevance[1], (y * R / stab(z)).sum(dim=(0, 2, 3), keepdim=True)[0])
+
+
+def test_sub_keeps_signs_and_conserves():
+    x, y = torch.randn(5, 6, dtype=torch.float64), torch.randn(5, 6, dtype=torch.float64)
+    R = torch.randn(5, 6, dtype=torch.float64)
+    res = _attr(Binary(torch.sub), (x, y), R)
+    z = x - y
+    torch.testing.assert_close(res.relevance[0], x * R / stab(z))
+    torch.testing.assert_close(res.relevance[1], -y * R / stab(z))
+    torch.testing.assert_close(res.relevance[0] + res.relevance[1], R * z / stab(z))
+
+
+def test_add_with_constant_records_its_share_as_absorbed():
+    model = Binary(lambda x, y: x + 2.5 + y)
+    x, y = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    R = torch.randn(3, 4, dtype=torch.float64)
+    res = _attr(model, (x, y), R, track_absorbed=True)
+    total = res.relevance[0].sum() + res.relevance[1].sum() + sum(res.absorbed.values())
+    torch.testing.assert_close(total, R.sum())
+    assert abs(sum(res.absorbed.values())) > 1e-3  # the constant really kept a share
+
+
+def test_product_of_activations_splits_uniformly():
+    x, y = torch.randn(2, 5, dtype=torch.float64), torch.randn(2, 1, dtype=torch.float64)
+    R = torch.randn(2, 5, dtype=torch.float64)
+    res = _attr(Binary(torch.mul), (x, y), R)
+    torch.testing.assert_close(res.relevance[0], R / 2)
+    torch.testing.assert_close(res.relevance[1], (R / 2).sum(1, keepdim=True))
+
+
+def test_product_with_parameter_is_identity():
+    class Scale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.s = nn.Parameter(torch.randn(4, dtype=torch.float64))
+
+        def forward(self, x):
+            return x * self.s
+
+    x = torch.randn(3, 4, dtype=torch.float64)
+    R = torch.randn(3, 4, dtype=torch.float64)
+    torch.testing.assert_close(_attr(Scale(), x, R).relevance, R)
+
+
+def test_activation_passes_relevance():
+    x = torch.randn(3, 8, dtype=torch.float64)
+    R = torch.randn(3, 8, dtype=torch.float64)
+    for act in (nn.ReLU(), nn.GELU(), nn.SiLU(), nn.Sigmoid(), nn.Hardswish(), nn.Tanh()):
+        torch.testing.assert_close(_attr(act, x, R).relevance, R)
+
+
+def test_avg_pool_norm_rule():
+    pool = nn.AvgPool2d(2)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    z = pool(x)
+    R = torch.randn_like(z)
+    s = R / stab(z)
+    expected = x * s.repeat_interleave(2, -1).repeat_interleave(2, -2) / 4
+    torch.testing.assert_close(_attr(pool, x, R).relevance, expected)
+
+
+def test_mean_norm_rule():
+    model = Binary(lambda x, y: x.mean(dim=(2, 3)) + y)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    y = torch.zeros(2, 3, dtype=torch.float64)
+    z = x.mean(dim=(2, 3))
+    R = torch.randn_like(z)
+    res = _attr(model, (x, y), R)
+    # the add hands the mean R * z / stab(z) (y = 0); the mean spreads that in proportion to x over 16 pixels
+    r_mean = R * z / stab(z)
+    expected = x * (r_mean / stab(z))[..., None, None] / 16
+    torch.testing.assert_close(res.relevance[0], expected)
+
+
+def test_max_pool_winner_takes_all():
+    pool = nn.MaxPool2d(2)
+    x = torch.randn(1, 2, 4, 4, dtype=torch.float64)
+    R = torch.randn(1, 2, 2, 2, dtype=torch.float64)
+    res = _attr(pool, x, R)
+    windows = x.unfold(2, 2, 2).unfold(3, 2, 2).reshape(1, 2, 2, 2, 4)
+    expected = torch.zeros(1, 2, 2, 2, 4, dtype=torch.float64)
+    expected.scatter_(-1, windows.argmax(-1, keepdim=True), R[..., None])
+    expected = expected.reshape(1, 2, 2, 2, 2, 2).permute(0, 1, 2, 4, 3, 5).reshape(1, 2, 4, 4)
+    torch.testing.assert_close(res.relevance, expected)
+
+
+def test_routing_ops_route_exactly():
+    """cat, permute, slice, view, expand: each input position gets the relevance of the outputs it became."""
+    model = Binary(lambda x, y: torch.cat([x.permute(0, 2, 1)[:, 1:], y.expand(2, 3, 4)], dim=1).reshape(2, -1))
+    x = torch.randn(2, 4, 5, dtype=torch.float64)
+    y = torch.randn(1, 1, 4, dtype=torch.float64)
+    R = torch.randn(2, 28, dtype=torch.float64)
+    res = _attr(model, (x, y), R)
+    Rv = R.reshape(2, 7, 4)
+    ex = torch.zeros(2, 5, 4, dtype=torch.float64)
+    ex[:, 1:] = Rv[:, :4]
+    torch.testing.assert_close(res.relevance[0], ex.permute(0, 2, 1))
+    torch.testing.assert_close(res.relevance[1], Rv[:, 4:].sum(dim=(0, 1), keepdim=True))
+    torch.testing.assert_close(res.relevance[0].sum() + res.relevance[1].sum(), R.sum())

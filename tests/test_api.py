@@ -1,0 +1,222 @@
+"""The public contract of lrp_fx.attribute: targets, caching, errors, invariants, model left untouched."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import lrp_fx
+
+
+def small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(8, 5),
+    ).double()
+
+
+@pytest.fixture
+def cnn():
+    model = small_cnn()
+    with torch.no_grad():
+        bn = model[1]
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def x_batch(n=3):
+    return torch.randn(n, 3, 8, 8, dtype=torch.float64)
+
+
+def test_integer_target_seeds_onehot_times_logit(cnn):
+    x = x_batch()
+    res = lrp_fx.attribute(cnn, x, target=2, composite="epsilon")
+    out = copy.deepcopy(cnn).eval()(x)
+    expected = torch.zeros_like(out)
+    expected[:, 2] = out[:, 2]
+    torch.testing.assert_close(res.output, out)
+    ref = lrp_fx.attribute(cnn, x, target=expected, composite="epsilon")
+    torch.testing.assert_close(res.relevance, ref.relevance)
+
+
+def test_none_target_explains_the_prediction(cnn):
+    x = x_batch()
+    res = lrp_fx.attribute(cnn, x, composite="epsilon")
+    pred = res.output.argmax(1)
+    ref = lrp_fx.attribute(cnn, x, target=pred.tolist(), composite="epsilon")
+    torch.testing.assert_close(res.relevance, ref.relevance)
+
+
+def test_callable_target(cnn):
+    x = x_batch()
+    res = lrp_fx.attribute(cnn, x, target=lambda out: out.softmax(-1) * 0 + out * (out > 0), composite="epsilon")
+    with torch.no_grad():
+        out = copy.deepcopy(cnn).eval()(x)
+    ref = lrp_fx.attribute(cnn, x, target=out * (out > 0), composite="epsilon")
+    torch.testing.assert_close(res.relevance, ref.relevance)
+
+
+def test_per_sample_targets_match_single_sample_attribution(cnn):
+    x = x_batch(4)
+    targets = [0, 3, 1, 4]
+    res = lrp_fx.attribute(cnn, x, target=targets, composite="epsilon_plus_flat")
+    for i, t in enumerate(targets):
+        single = lrp_fx.attribute(cnn, x[i : i + 1], target=t, composite="epsilon_plus_flat")
+        torch.testing.assert_close(res.relevance[i : i + 1], single.relevance, rtol=1e-9, atol=1e-12)
+
+
+def test_second_call_does_not_rebuild(cnn):
+    x = x_batch()
+    lrp_fx.attribute(cnn, x, target=1)
+    builds = lrp_fx.CACHE.builds
+    lrp_fx.attribute(cnn, x_batch(), target=2)
+    lrp_fx.attribute(cnn, x_batch(), target=[0, 1, 2])
+    assert lrp_fx.CACHE.builds == builds
+    lrp_fx.attribute(cnn, x_batch(5), target=1)  # new shape: one new program
+    assert lrp_fx.CACHE.builds == builds + 1
+
+
+def test_program_follows_weight_updates(cnn):
+    x = x_batch()
+    a = lrp_fx.attribute(cnn, x, target=1, composite="epsilon").relevance
+    with torch.no_grad():
+        cnn[4].weight.mul_(-1.5)
+    b = lrp_fx.attribute(cnn, x, target=1, composite="epsilon").relevance
+    fresh = lrp_fx.attribute(copy.deepcopy(cnn), x, target=1, composite="epsilon").relevance
+    assert not torch.allclose(a, b)
+    torch.testing.assert_close(b, fresh)
+
+
+def test_model_state_is_untouched(cnn):
+    cnn.train()
+    cnn[1].train(False)
+    flags = [m.training for m in cnn.modules()]
+    state = copy.deepcopy(cnn.state_dict())
+    lrp_fx.attribute(cnn, x_batch(), target=1, composite="epsilon_gamma_box", low=-3.0, high=3.0)
+    with pytest.raises(lrp_fx.TargetError):
+        lrp_fx.attribute(cnn, x_batch(), target=99)
+    assert [m.training for m in cnn.modules()] == flags
+    for k, v in cnn.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_bad_targets_get_clear_errors(cnn):
+    x = x_batch(3)
+    with pytest.raises(lrp_fx.TargetError, match="out of range.*5 classes"):
+        lrp_fx.attribute(cnn, x, target=5)
+    with pytest.raises(lrp_fx.TargetError, match="one class index per sample"):
+        lrp_fx.attribute(cnn, x, target=[1, 2])
+    with pytest.raises(lrp_fx.TargetError, match="output's shape"):
+        lrp_fx.attribute(cnn, x, target=torch.ones(3, 4, dtype=torch.float64))
+
+
+def test_non_float_input_is_refused(cnn):
+    with pytest.raises(lrp_fx.InputError, match="floating-point"):
+        lrp_fx.attribute(cnn, torch.zeros(1, 3, 8, 8, dtype=torch.long))
+
+
+def test_wrong_shape_is_a_capture_error_that_quotes_the_failure(cnn):
+    with pytest.raises(lrp_fx.CaptureError, match="could not capture Sequential"):
+        lrp_fx.attribute(cnn, torch.randn(2, 5, 8, 8, dtype=torch.float64))
+
+
+def test_data_dependent_control_flow_is_explained():
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x * 2 if x.sum() > 0 else x
+
+    with pytest.raises(lrp_fx.CaptureError, match="What to try"):
+        lrp_fx.attribute(Branchy(), torch.randn(2, 3))
+
+
+class Cumulative(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.lin(torch.cumsum(x, dim=1))
+
+
+def test_missing_rule_names_op_source_line_and_fix():
+    with pytest.raises(lrp_fx.MissingRuleError) as info:
+        lrp_fx.attribute(Cumulative(), torch.randn(2, 4))
+    msg = str(info.value)
+    assert "aten.cumsum.default" in msg
+    assert "test_api.py" in msg and "torch.cumsum(x, dim=1)" in msg
+    assert "register_rule" in msg and "strict=False" in msg
+
+
+def test_permissive_mode_lists_every_fallback_node():
+    res = lrp_fx.attribute(Cumulative(), torch.randn(2, 4), target=0, strict=False)
+    assert len(res.fallback_nodes) == 1 and "cumsum" in res.fallback_nodes[0]
+    assert torch.isfinite(res.relevance).all()
+
+
+def test_keep_and_recompute_give_identical_relevance(cnn):
+    x = x_batch()
+    kept = lrp_fx.attribute(cnn, x, target=1, composite="epsilon_plus_flat")
+    recomputed = lrp_fx.attribute(cnn, x, target=1, composite="epsilon_plus_flat", memory_budget=0)
+    assert recomputed.stats.recomputed > 0
+    assert recomputed.stats.bytes_kept < kept.stats.bytes_kept
+    torch.testing.assert_close(kept.relevance, recomputed.relevance, rtol=0, atol=0)
+
+
+def test_whole_model_conservation_with_absorbed_shares(cnn):
+    x = x_batch()
+    res = lrp_fx.attribute(cnn, x, target=1, composite="epsilon", track_absorbed=True)
+    total = res.relevance.sum() + sum(res.absorbed.values())
+    torch.testing.assert_close(total, res.seed.sum() * 0 + res.output[:, 1].sum(), rtol=1e-8, atol=1e-10)
+
+
+def test_module_relevance_and_overrides(cnn):
+    x = x_batch()
+    res = lrp_fx.attribute(cnn, x, target=1, composite="epsilon", modules=["4", "6"], track_absorbed=True)
+    assert res.modules["4"].shape == (3, 8, 4, 4)
+    assert res.modules["6"].shape == (3, 8, 1, 1)
+    flat = lrp_fx.attribute(cnn, x, target=1, composite="epsilon", overrides={"0": lrp_fx.rules.Flat()})
+    assert not torch.allclose(flat.relevance, res.relevance)
+    # the override touched only the first convolution: relevance entering it is the same
+    again = lrp_fx.attribute(cnn, x, target=1, composite="epsilon", modules=["2"], overrides={"0": lrp_fx.rules.Flat()})
+    ref = lrp_fx.attribute(cnn, x, target=1, composite="epsilon", modules=["2"])
+    torch.testing.assert_close(again.modules["2"], ref.modules["2"])
+
+
+def test_dict_and_tuple_outputs_with_selector():
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 3)
+            self.b = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return {"logits": self.a(x), "aux": self.b(x)}
+
+    model = TwoHeads().double()
+    x = torch.randn(2, 4, dtype=torch.float64)
+    res = lrp_fx.attribute(model, x, target=1, composite="epsilon")
+    assert res.output.shape == (2, 3)
+    aux = lrp_fx.attribute(model, x, target=1, composite="epsilon", output="aux")
+    assert aux.output.shape == (2, 2)
+    torch.testing.assert_close(aux.output, model(x)["aux"])
+
+
+def test_unknown_preset_and_parameter():
+    model = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="unknown composite"):
+        lrp_fx.attribute(model, torch.randn(1, 3), composite="nope")
+    with pytest.raises(TypeError, match="needs low"):
+        lrp_fx.attribute(model, torch.randn(1, 3), composite="epsilon_gamma_box")
