@@ -195,16 +195,22 @@ class ProgramBuilder:
         return found
 
     # -- promises ----------------------------------------------------------------------------------------------------
+    def served_by(self, n: fx.Node, support_only: bool) -> fx.Node:
+        """The node whose value serves a promise of ``n``: ``n`` itself, or an alias equal on the support."""
+        if support_only and self.options.alias_support and n in self.activations:
+            alias = self._alias(n)
+            if alias is not None:
+                return alias
+        return n
+
     def promise(self, n: fx.Node, requester: fx.Node, support_only: bool, index: int | None = None) -> Any:
         if n not in self.activations:
             return self.env[n]
-        target = n
-        aliased = None
-        if support_only and self.options.alias_support:
-            alias = self._alias(n)
-            if alias is not None:
-                target, aliased = alias, alias.name
+        target = self.served_by(n, support_only)
+        aliased = target.name if target is not n else None
         value = self.env[target]
+        if index is not None:
+            value = value[index]
         if isinstance(value, (tuple, list)):
             return type(value)(self._wrap(v, n, requester, support_only, aliased) for v in value)
         return self._wrap(value, n, requester, support_only, aliased)
@@ -343,14 +349,21 @@ class ProgramBuilder:
         return self._live_cache
 
     # -- build -------------------------------------------------------------------------------------------------------
-    def build(self, example_flat: list[Any]) -> AttributionProgram:
+    def build(self, example_flat: list[Any], tracing_mode: str = "fake") -> AttributionProgram:
+        """Trace and plan the program. ``tracing_mode="symbolic"`` traces over the captured graph's own fake inputs
+        instead of ``example_flat``, so sizes the capture made dynamic stay symbolic in the program."""
         start = time.perf_counter()
         out_val = self.output.meta.get("val")
         if out_val is None:
             raise RuleError("the captured output has no shape metadata")
-        seed = torch.zeros(out_val.shape, dtype=out_val.dtype, device=out_val.device)
-        flat = [v.detach() if isinstance(v, Tensor) else v for v in example_flat] + [seed]
-        gm = make_fx(self._run, tracing_mode="fake")(*flat)
+        if tracing_mode == "symbolic":
+            with out_val.fake_mode:
+                seed = torch.zeros(out_val.shape, dtype=out_val.dtype, device=out_val.device)
+            flat = [ph.meta["val"] for ph in self.placeholders] + [seed]
+        else:
+            seed = torch.zeros(out_val.shape, dtype=out_val.dtype, device=out_val.device)
+            flat = [v.detach() if isinstance(v, Tensor) else v for v in example_flat] + [seed]
+        gm = make_fx(self._run, tracing_mode=tracing_mode)(*flat)
         seed_ph = [n for n in gm.graph.nodes if n.op == "placeholder"][-1]
         seed_ph.meta["lrp_fx_seed"] = True
         stats = PromisePlanner(gm, self.options.memory_budget).plan(self.records)

@@ -66,9 +66,13 @@ class RuleCall:
             return default
         return self.value(self.node.args[i], support_only=support_only)
 
-    def out(self, *, support_only: bool = False) -> Any:
-        """Forward value of this node's output (a tuple for multi-output ops)."""
-        return self._builder.promise(self.node, requester=self.node, support_only=support_only)
+    def out(self, *, support_only: bool = False, index: int | None = None) -> Any:
+        """Forward value of this node's output (a tuple for multi-output ops, or its element ``index``)."""
+        return self._builder.promise(self.node, requester=self.node, support_only=support_only, index=index)
+
+    def out_nonneg(self, *, support_only: bool = False) -> bool:
+        """Whether the value ``out(support_only=...)`` serves is provably >= 0 (then ``stab(z) = z + eps``)."""
+        return self._builder.served_by(self.node, support_only) in self._builder.nonneg
 
     # -- facts from the analyses -----------------------------------------------------------------------------------
     def is_activation(self, n: Any) -> bool:

@@ -72,7 +72,7 @@ def proportional_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     rule = call.rule
     eps = rule.epsilon if isinstance(rule, Epsilon) else rule.stabilizer
     y = call.out(support_only=True)
-    s = relevance / stabilize(y, eps)
+    s = relevance / stabilize(y, eps, nonneg=call.out_nonneg(support_only=True))
     shares = {}
     absorbed = relevance - s * y if call.track else None
     for i, coef in ((0, 1.0), (1, sign * alpha)):
@@ -82,7 +82,7 @@ def proportional_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
                 absorbed = absorbed + coef * call.value(a) * s
             continue
         v = call.value(a)
-        shares[i] = sum_to(coef * v * s, v.shape)
+        shares[i] = sum_to(v * s if coef == 1 else coef * v * s, v.shape)
     if absorbed is not None:
         call.absorb(absorbed)
     return call.assign(shares)

@@ -17,7 +17,7 @@ from the formula rather than from ``R_x``, so conservation tests check something
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -46,7 +46,7 @@ class Group:
     mask: Tensor | None = None
     z: Tensor | None = None  # given denominator (the op's own output); computed from the terms otherwise
     eps: float = 1e-6
-    bias_terms: list[tuple[float, Tensor | None]] = field(default_factory=list)
+    nonneg: bool = False  # the denominator is >= 0 by construction: stab(z) = z + eps
 
 
 def _pos(t: Tensor | None) -> Tensor | None:
@@ -89,12 +89,13 @@ def _groups(call: RuleCall, x: Tensor, w: Tensor, b: Tensor | None) -> list[Grou
         return terms
 
     if isinstance(rule, Epsilon):
-        return [Group([Term(x, w, b)], z=call.out(support_only=True), eps=rule.epsilon)]
-    if isinstance(rule, ZPlus):
-        return [Group(split(_pos(w), _pos(b), _neg(w)), eps=rule.stabilizer)]
+        z = call.out(support_only=True)
+        return [Group([Term(x, w, b)], z=z, eps=rule.epsilon, nonneg=call.out_nonneg(support_only=True))]
+    if isinstance(rule, ZPlus):  # x+ W+ + x- W- + b+ >= 0
+        return [Group(split(_pos(w), _pos(b), _neg(w)), eps=rule.stabilizer, nonneg=True)]
     if isinstance(rule, AlphaBeta):
         return [
-            Group(split(_pos(w), _pos(b), _neg(w)), weight=rule.alpha, eps=rule.stabilizer),
+            Group(split(_pos(w), _pos(b), _neg(w)), weight=rule.alpha, eps=rule.stabilizer, nonneg=True),
             Group(split(_neg(w), _neg(b), _pos(w)), weight=-rule.beta, eps=rule.stabilizer),
         ]
     if isinstance(rule, Gamma):
@@ -108,9 +109,9 @@ def _groups(call: RuleCall, x: Tensor, w: Tensor, b: Tensor | None) -> list[Grou
             Group(split(wb, bb, wa), mask=o < 0, eps=rule.stabilizer),
         ]
     if isinstance(rule, Flat):
-        return [Group([Term(ONES, torch.ones_like(w), None)], eps=rule.stabilizer)]
+        return [Group([Term(ONES, torch.ones_like(w), None)], eps=rule.stabilizer, nonneg=True)]
     if isinstance(rule, WSquare):
-        return [Group([Term(ONES, w * w, None if b is None else b * b)], eps=rule.stabilizer)]
+        return [Group([Term(ONES, w * w, None if b is None else b * b)], eps=rule.stabilizer, nonneg=True)]
     if isinstance(rule, ZBox):
         low = torch.as_tensor(rule.low, dtype=x.dtype, device=x.device).expand_as(x)
         high = torch.as_tensor(rule.high, dtype=x.dtype, device=x.device).expand_as(x)
@@ -128,7 +129,7 @@ def _propagate(call: RuleCall, f, x: Tensor, groups: list[Group], relevance: Ten
         z = g.z
         if z is None:
             z = sum(t.sign * f(torch.ones_like(x) if t.x is ONES else t.x, t.w, t.b) for t in g.terms)
-        s = relevance / stabilize(z, g.eps)
+        s = relevance / stabilize(z, g.eps, nonneg=g.nonneg)
         if g.mask is not None:
             s = s * g.mask
         for t in g.terms:
@@ -201,7 +202,7 @@ def average_pool(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
         r = vjp(f, (x,), s, wrt=(0,))[0]
     else:
         z = call.out(support_only=True)
-        s = relevance / stabilize(z, eps)
+        s = relevance / stabilize(z, eps, nonneg=call.out_nonneg(support_only=True))
         r = x * vjp(f, (x,), s, wrt=(0,))[0]
         if call.track:
             call.absorb(relevance - s * z)

@@ -127,7 +127,7 @@ def max_pool(call: RuleCall, relevance: list) -> list[Tensor | None]:
     if r is None:
         return call.first(None)
     x = call.arg(0)
-    indices = call.out()[1]
+    indices = call.out(index=1)
     node = call.node
     kernel, stride, padding, dilation, ceil = (list(node.args[1:]) + [None] * 5)[:5]
     stride = stride or []
