@@ -10,6 +10,7 @@ Inductor or exported, and needs nothing from lrp_fx to run.
 from __future__ import annotations
 
 import operator
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,9 @@ class Options:
     param_relevance: bool = False
     modules: tuple[str, ...] = ()
     alias_support: bool = True
+    # Triton kernels for heavy rules: "auto" (CUDA tensors), "off", or "all" (also CPU, where the kernel ops run
+    # their torch references: used to test the dispatch). Default from the LRP_FX_KERNELS environment variable.
+    kernels: str = field(default_factory=lambda: os.environ.get("LRP_FX_KERNELS", "auto"))
     seed_mode: str = "tensor"  # "tensor": R = seed; "scaled": R = seed * output; "argmax": R = onehot(argmax) * output
 
 

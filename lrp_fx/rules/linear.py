@@ -159,6 +159,9 @@ LINEAR_RULES = (Epsilon, ZPlus, AlphaBeta, Gamma, Flat, WSquare, ZBox)
 def linear_family(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     """``aten.linear(x, W, b)`` and ``aten.convolution(x, W, b, ...)``: any of the linear-family rules."""
     x, w, b = call.arg(0), call.arg(1), call.arg(2)
+    fast = _kernel_relevance(call, x, w, b, relevance)
+    if fast is not None:
+        return call.first(fast)
     f = _affine(call)
     return call.first(_propagate(call, f, x, _groups(call, x, w, b), relevance))
 
@@ -207,3 +210,47 @@ def average_pool(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
         if call.track:
             call.absorb(relevance - s * z)
     return call.first(r)
+
+
+def _kernel_relevance(call: RuleCall, x: Tensor, w: Tensor, b: Tensor | None, relevance: Tensor) -> Tensor | None:
+    """The same rule through the Triton kernels of ``kernels/`` (CUDA), or ``None`` where they do not apply.
+
+    The kernels are ``torch.library`` ops, so the traced program records them as single nodes. Bookkeeping
+    (absorbed relevance, parameter relevance) stays on the torch path.
+    """
+    mode = call.options.kernels
+    if mode == "off" or (mode == "auto" and not x.is_cuda) or call.track or call.want_params():
+        return None
+    rule, node = call.rule, call.node
+    if node.target is aten.convolution.default:
+        stride, padding, dilation, transposed, _, groups = node.args[3:9]
+        if transposed or x.dim() != 4 or len(stride) != 2:
+            return None
+        conv = {"stride": tuple(stride), "padding": tuple(padding), "dilation": tuple(dilation), "groups": groups}
+    elif node.target is aten.linear.default:
+        conv = None
+    else:
+        return None
+    try:
+        import kernels
+    except ImportError:  # Triton missing: the torch rules serve
+        return None
+    if isinstance(rule, Epsilon):
+        z = call.out(support_only=True)
+        if conv is None:
+            return kernels.epsilon_linear(x, w, z, relevance, eps=rule.epsilon)
+        return kernels.epsilon_conv2d(x, w, z, relevance, eps=rule.epsilon, **conv)
+    names = {ZPlus: "zplus", AlphaBeta: "alphabeta", Gamma: "gamma"}
+    name = names.get(type(rule))
+    if name is None:
+        return None
+    kw = {"eps": rule.stabilizer, "x_nonneg": call.nonneg(node.args[0])}
+    if isinstance(rule, AlphaBeta):
+        kw.update(alpha=rule.alpha, beta=rule.beta)
+    z = None
+    if isinstance(rule, Gamma):
+        kw["gamma"] = rule.gamma
+        z = call.out(support_only=True)
+    if conv is None:
+        return kernels.signsplit_linear(x, w, b, z, relevance, name, **kw)
+    return kernels.signsplit_conv2d(x, w, b, z, relevance, name, **kw, **conv)
