@@ -228,6 +228,8 @@ def _kernel_relevance(call: RuleCall, x: Tensor, w: Tensor, b: Tensor | None, re
             return None
         conv = {"stride": tuple(stride), "padding": tuple(padding), "dilation": tuple(dilation), "groups": groups}
     elif node.target is aten.linear.default:
+        if mode == "auto":  # measured slower than cuBLAS on an H200 (docs/gpu.md): the torch rule serves
+            return None
         conv = None
     else:
         return None
