@@ -33,6 +33,8 @@ _NONNEG_IF_ALL_INPUTS = {"routing", "maxpool", "pool", "add", "mul", "getitem"}
 def activations(graph: fx.Graph, float_inputs: set[fx.Node]) -> set[fx.Node]:
     found = set(float_inputs)
     for node in graph.nodes:
+        if node.meta.get("lrp_fx_constant"):  # masks, normalisers, gates: no relevance (lrp_fx.prepare)
+            continue
         if node.op == "call_function" and any(n in found for n in node.all_input_nodes):
             found.add(node)
     return found

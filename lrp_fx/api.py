@@ -15,6 +15,7 @@ from .canonicalize import canonicalize
 from .capture import OutputSelector, capture
 from .composites import Composite, resolve
 from .errors import InputError, TargetError
+from .prepare import prepare, token_inputs
 from .program import AttributionProgram, Options, ProgramBuilder, feed
 from .promises import PromiseStats
 from .rules.base import Rule
@@ -26,9 +27,11 @@ Target = int | Sequence[int] | Tensor | Callable[[Tensor], Tensor] | None
 class Attribution:
     """The result of ``attribute``.
 
-    ``output`` is the explained model output; ``relevance`` has the structure of ``inputs`` (``None`` for
-    non-floating inputs such as token ids). ``params`` and ``modules`` hold the requested parameter and module-output
-    relevances; ``absorbed`` (with ``track_absorbed=True``) the relevance each node's bias or stabiliser kept.
+    ``output`` is the explained model output; ``relevance`` has the structure of ``inputs``: for integer token ids
+    that feed an embedding, the per-token relevance (a float tensor of the ids' shape); ``None`` for other
+    non-floating inputs such as attention masks. ``params`` and ``modules`` hold the requested parameter and
+    module-output relevances; ``absorbed`` (with ``track_absorbed=True``) the relevance each node's bias or
+    stabiliser kept.
     """
 
     output: Tensor
@@ -150,7 +153,8 @@ def attribute(
         model: any ``nn.Module`` that ``torch.export`` can capture. It is never modified; it runs in eval mode and
             its training flags are restored afterwards.
         inputs: a tensor, a tuple/list of positional inputs, or a dict of keyword inputs. Floating-point tensors
-            receive relevance; integer tensors (token ids, masks) do not.
+            receive relevance; integer token ids feeding an ``nn.Embedding`` receive per-token
+            relevance (the embedding's relevance summed over the hidden size); masks receive none.
         target: what to explain, seeding the output relevance ``R``:
             ``None``: each sample's predicted class (argmax), ``R = onehot * output``;
             an ``int`` or one index per sample: ``R = onehot(target) * output`` (the explained logit's value, so
@@ -177,7 +181,7 @@ def attribute(
     args, kwargs = _split_inputs(inputs)
     leaves, in_spec = pytree.tree_flatten((args, kwargs))
     float_inputs = [i for i, leaf in enumerate(leaves) if isinstance(leaf, Tensor) and leaf.is_floating_point()]
-    if not float_inputs:
+    if not float_inputs and not _may_have_tokens(model, leaves):
         kinds = ", ".join(str(leaf.dtype) if isinstance(leaf, Tensor) else type(leaf).__name__ for leaf in leaves)
         raise InputError(
             f"attribute needs at least one floating-point input tensor to attribute to; got {kinds}. "
@@ -200,14 +204,15 @@ def attribute(
         program = _build(model, args, kwargs, leaves, float_inputs, comp, options, output, target)
         per_model[sig] = program
     shape = program.output_shape
-    ref = leaves[float_inputs[0]]
+    ref = leaves[program.float_inputs[0]]
+    dtype = ref.dtype if ref.is_floating_point() else _seed_dtype(program)  # token ids only: the output's dtype
     if callable(target) and not isinstance(target, Tensor):
-        seed = torch.zeros(shape, dtype=ref.dtype, device=ref.device)
+        seed = torch.zeros(shape, dtype=dtype, device=ref.device)
     else:
-        seed = _make_seed(target, None, shape, ref.dtype, ref.device)
+        seed = _make_seed(target, None, shape, dtype, ref.device)
     result = program(model, leaves, seed)
     rel_leaves: list[Any] = [None] * len(leaves)
-    for i, r in zip(float_inputs, result["relevance"]):
+    for i, r in zip(program.float_inputs, result["relevance"]):
         rel_leaves[i] = r
     rel_args, rel_kwargs = pytree.tree_unflatten(rel_leaves, in_spec)
     relevance = (
@@ -237,9 +242,30 @@ def _callable_key(target: Target) -> Any:
     return id(target) if callable(target) and not isinstance(target, Tensor) else None
 
 
+def _may_have_tokens(model: nn.Module, leaves: list[Any]) -> bool:
+    """Integer inputs and an embedding table: the ids may be tokens (decided on the captured graph)."""
+    ints = any(
+        isinstance(x, Tensor) and not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool) for x in leaves
+    )
+    return ints and any(isinstance(m, nn.Embedding) for m in model.modules())
+
+
+def _seed_dtype(program: AttributionProgram) -> torch.dtype:
+    seed_ph = [n for n in program.graph_module.graph.nodes if n.op == "placeholder"][-1]
+    val = seed_ph.meta.get("val")
+    return val.dtype if isinstance(val, Tensor) else torch.get_default_dtype()
+
+
 def _build(model, args, kwargs, leaves, float_inputs, comp, options, output, target) -> AttributionProgram:
     captured = capture(model, args, kwargs, output)
     canon = canonicalize(captured.gm)
+    canon.update(prepare(captured))
+    float_inputs = sorted(set(float_inputs) | set(token_inputs(captured)))  # token ids feeding an embedding
+    if not float_inputs:
+        raise InputError(
+            "attribute needs a floating-point input tensor or integer token ids that feed an embedding; "
+            "none of the inputs is either"
+        )
     builder = ProgramBuilder(captured, comp, options, float_inputs)
     if callable(target) and not isinstance(target, Tensor):
         builder.seed_fn = target

@@ -35,6 +35,7 @@ KEEP_WHOLE = [
     aten.gelu.default,
     aten.hardtanh.default,
     aten.relu6.default,
+    aten.scaled_dot_product_attention.default,  # its math decomposition changes output strides (breaks views)
 ]
 
 OutputSelector = str | int | Callable[[Any], torch.Tensor] | None
@@ -127,12 +128,22 @@ def _explain_failure(model: nn.Module, err: Exception) -> CaptureError:
     )
 
 
-def capture(model: nn.Module, args: tuple, kwargs: dict, select: OutputSelector = None) -> Captured:
-    """Export ``model(*args, **kwargs)`` (eval mode, ``strict=False``) and decompose it."""
+def capture(
+    model: nn.Module, args: tuple, kwargs: dict, select: OutputSelector = None, dynamic_shapes: Any = None
+) -> Captured:
+    """Export ``model(*args, **kwargs)`` (eval mode, ``strict=False``) and decompose it.
+
+    ``dynamic_shapes``: optional ``(args spec, kwargs spec)`` in ``torch.export``'s format (e.g.
+    ``(({0: torch.export.Dim("batch")},), {})``); the captured graph's placeholders then carry symbolic sizes.
+    """
     wrapped = _Selected(model, select)
+    if dynamic_shapes is not None:  # _Selected takes (*args, **kwargs): export wants the spec per parameter name
+        dynamic_shapes = {"args": tuple(dynamic_shapes[0]), **({"kwargs": dict(dynamic_shapes[1])} if kwargs else {})}
     with eval_mode(model), torch.no_grad():
         try:
-            ep: ExportedProgram = torch.export.export(wrapped, tuple(args), dict(kwargs), strict=False)
+            ep: ExportedProgram = torch.export.export(
+                wrapped, tuple(args), dict(kwargs), strict=False, dynamic_shapes=dynamic_shapes
+            )
         except CaptureError:
             raise
         except Exception as err:  # export raises many types; each becomes one explained error

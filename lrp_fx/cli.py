@@ -31,6 +31,8 @@ PRESETS = (
     "epsilon_gamma_box",
     "epsilon_alpha2_beta1",
     "epsilon_alpha2_beta1_flat",
+    "attnlrp",
+    "cplrp",
 )
 DEFAULT_PRESET = "epsilon_plus_flat"
 

@@ -18,7 +18,8 @@ from typing import Any
 from torch import fx
 
 from .capture import module_stack
-from .rules.base import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, Rule, ZBox, ZPlus
+from .rules.attention import ConstantAttention, Stop, Taylor
+from .rules.base import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, Rule, UniformProduct, ZBox, ZPlus
 from .rules.registry import OpRule
 
 FIRST_LAYER_GROUPS = ("conv", "linear")
@@ -96,6 +97,12 @@ def preset(name: str, **params: Any) -> Composite:
             )
         groups.update(conv=Gamma(params.get("gamma", 0.25), stab), linear=dense)
         first = ZBox(params["low"], params["high"], stab)
+    elif name == "attnlrp":  # AttnLRP (Achtibat et al. 2024); see docs/transformers.md
+        groups.update(conv=Epsilon(eps), linear=dense, matmul=UniformProduct(), attention=UniformProduct())
+        groups.update(softmax=Taylor(), mul=UniformProduct())
+    elif name == "cplrp":  # CP-LRP (Ali et al. 2022): attention probabilities are constants
+        groups.update(conv=Epsilon(eps), linear=dense, matmul=ConstantAttention(eps), attention=ConstantAttention(eps))
+        groups.update(softmax=Stop(), mul=UniformProduct())
     else:
         raise ValueError(f"unknown composite {name!r}; presets: {', '.join(PRESETS)}")
     return Composite(name, groups, first)
@@ -108,6 +115,8 @@ PRESETS = (
     "epsilon_gamma_box",
     "epsilon_alpha2_beta1",
     "epsilon_alpha2_beta1_flat",
+    "attnlrp",
+    "cplrp",
 )
 
 

@@ -32,7 +32,8 @@ def promise(value: torch.Tensor, promise_id: int) -> torch.Tensor:
 
 @promise.register_fake
 def _(value: torch.Tensor, promise_id: int) -> torch.Tensor:
-    return torch.empty_like(value)
+    # keep the strides (expanded views have zero strides): rules trace views of promised values
+    return value.new_empty_strided(value.size(), value.stride())
 
 
 PROMISE = torch.ops.lrp_fx.promise.default

@@ -79,7 +79,7 @@ def model_and_input(request):
     return request.param, model, canon, x
 
 
-@pytest.mark.parametrize("preset", lrp_fx.PRESETS)
+@pytest.mark.parametrize("preset", [p for p in lrp_fx.PRESETS if p not in ("attnlrp", "cplrp")])  # on CNNs: epsilon
 def test_matches_zennit(model_and_input, preset):
     name, model, canon, x = model_and_input
     seed = torch.zeros(2, 1000, dtype=torch.float64)

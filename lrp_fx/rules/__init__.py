@@ -1,6 +1,6 @@
 """Relevance rules, registered per aten op. Importing this package registers every built-in rule."""
 
-from . import elementwise, linear, misc, routing  # noqa: F401  (registration side effects)
+from . import attention, elementwise, embedding, linear, misc, norm, pointwise, routing  # noqa: F401  (registration)
 from .base import (
     AlphaBeta,
     Epsilon,

@@ -1,0 +1,338 @@
+"""Graph preparation for transformers: what carries relevance, and ops rewritten into the form rules expect.
+
+Runs on the captured graph after ``canonicalize`` (``lrp_fx.api`` calls ``prepare(captured)``). Three rewrites and one
+marking pass; each is exact (the graph computes the same values):
+
+* ``matmul_to_linear``: ``mm(x, W)`` and ``addmm(b, x, W)`` with a constant ``W`` (a parameter, buffer or anything not
+  computed from a model input), as ``x @ W`` and GPT-2's ``Conv1D`` decompose, become ``linear(x, W^T, b)``, so they
+  get the linear-family rules and the composite's choice for dense layers.
+* ``hoist_embedding_indices``: ``embedding(W, f(ids))`` with ``f`` a chain of reshapes, slices or permutations of an
+  integer model input becomes ``f'(embedding(W, ids))`` (``f'`` the same ops on a tensor with a trailing hidden
+  dimension), so the token ids feed the embedding directly and can receive per-token relevance
+  (``lrp_fx.rules.embedding``).
+* ``mark_constants``: nodes that carry no relevance get ``node.meta["lrp_fx_constant"] = reason``; the activation
+  analysis (``lrp_fx.analysis.activations``) treats them as constants although they are computed from inputs:
+
+  - ``"mask"``: every non-floating result (boolean masks, comparisons, integer indices, positions);
+  - ``"shape"``: values that only use an input's shape (``full_like``, ``zeros_like``, ``new_ones``, ...);
+  - ``"normaliser"``: the root of a statistic that an activation is divided by or multiplied with, i.e. ``rsqrt``,
+    ``sqrt`` or ``pow(., +-0.5)`` of an expression built from a reduction (``mean``, ``sum``, ``var``) plus or times
+    constants, and vector norms. RMS norm (``x * rsqrt(mean(x^2) + eps) * w``) then becomes the identity on ``x``,
+    and ``x / ||x||`` hands all relevance to ``x``: the normaliser is treated as constant, as layer norm's is;
+  - ``"gate"``: in ``u * g`` where ``u`` is a scaled copy of some ``x`` and ``g`` an element-wise function of that
+    same ``x`` only (GPT-2's ``gelu_new`` ``0.5 x (1 + tanh(...))``, exact GELU ``0.5 x (1 + erf(x / sqrt 2))``,
+    ``x * sigmoid(x)``), the gate ``g`` is constant, so the decomposed activation passes relevance through unchanged
+    as the whole activation ops do.
+
+``token_inputs(captured)`` lists the integer model inputs that feed an embedding as its indices (after hoisting):
+``lrp_fx.attribute`` gives them per-token relevance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import fx
+
+from .capture import Captured
+from .rules.norm import is_normaliser
+
+aten = torch.ops.aten
+
+CONSTANT_KEY = "lrp_fx_constant"
+
+# ops whose result depends on an input's shape, dtype or device only
+SHAPE_ONLY = {
+    aten.full_like.default,
+    aten.zeros_like.default,
+    aten.ones_like.default,
+    aten.empty_like.default,
+    aten.rand_like.default,
+    aten.randn_like.default,
+    aten.new_zeros.default,
+    aten.new_ones.default,
+    aten.new_full.default,
+    aten.new_empty.default,
+    aten.scalar_tensor.default,
+    aten.sym_size.int,
+    aten.sym_numel.default,
+}
+
+# element-wise ops, for recognising decomposed activations (gates)
+ELEMENTWISE = {
+    aten.mul.Tensor,
+    aten.mul.Scalar,
+    aten.div.Tensor,
+    aten.div.Scalar,
+    aten.add.Tensor,
+    aten.add.Scalar,
+    aten.sub.Tensor,
+    aten.sub.Scalar,
+    aten.rsub.Scalar,
+    aten.neg.default,
+    aten.pow.Tensor_Scalar,
+    aten.tanh.default,
+    aten.sigmoid.default,
+    aten.erf.default,
+    aten.exp.default,
+    aten.log.default,
+    aten.sqrt.default,
+    aten.rsqrt.default,
+    aten.reciprocal.default,
+    aten.abs.default,
+    aten.clamp.default,
+    aten.clamp_min.default,
+    aten.clamp_max.default,
+    aten.relu.default,
+    aten.gelu.default,
+    aten.silu.default,
+    aten.softplus.default,
+    aten.hardtanh.default,
+}
+_SCALINGS = {aten.mul.Tensor, aten.mul.Scalar, aten.div.Tensor, aten.div.Scalar, aten.neg.default}
+
+# index chains that may sit between token ids and an embedding (each maps positions, never values)
+_INDEX_CHAIN = {
+    aten.view.default,
+    aten._unsafe_view.default,
+    aten.reshape.default,
+    aten.unsqueeze.default,
+    aten.squeeze.dim,
+    aten.squeeze.dims,
+    aten.slice.Tensor,
+    aten.select.int,
+    aten.expand.default,
+    aten.permute.default,
+    aten.clone.default,
+    aten.alias.default,
+    aten._to_copy.default,
+}
+
+
+def _val(n: Any) -> Any:
+    return n.meta.get("val") if isinstance(n, fx.Node) else None
+
+
+def input_nodes(captured: Captured) -> dict[int, fx.Node]:
+    """``{flat input leaf index: placeholder}`` for the model's own inputs."""
+    phs = [n for n in captured.graph.nodes if n.op == "placeholder"]
+    return {src.index: ph for ph, src in zip(phs, captured.sources) if src.kind == "input"}
+
+
+def input_dependent(graph: fx.Graph, inputs: set[fx.Node]) -> set[fx.Node]:
+    """Nodes computed from a model input (whatever its dtype)."""
+    found = set(inputs)
+    for node in graph.nodes:
+        if node.op == "call_function" and any(n in found for n in node.all_input_nodes):
+            found.add(node)
+    return found
+
+
+def prepare(captured: Captured) -> dict[str, int]:
+    """Run every rewrite and the marking pass; returns what each did."""
+    gm = captured.gm
+    inputs = set(input_nodes(captured).values())
+    counts = {
+        "matmuls_to_linear": matmul_to_linear(gm, input_dependent(gm.graph, inputs)),
+        "embedding_indices_hoisted": hoist_embedding_indices(gm, inputs),
+    }
+    counts["constants_marked"] = mark_constants(gm, input_dependent(gm.graph, inputs))
+    gm.graph.lint()
+    gm.recompile()
+    return counts
+
+
+# -- rewrites --------------------------------------------------------------------------------------------------------
+def matmul_to_linear(gm: fx.GraphModule, dependent: set[fx.Node]) -> int:
+    graph = gm.graph
+    done = 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in (aten.mm.default, aten.addmm.default):
+            continue
+        if node.target is aten.mm.default:
+            x, w = node.args[:2]
+            b = None
+        else:
+            b, x, w = node.args[:3]
+            beta, alpha = node.kwargs.get("beta", 1), node.kwargs.get("alpha", 1)
+            bval = _val(b)
+            if beta != 1 or alpha != 1 or b in dependent or bval is None or bval.dim() != 1:
+                continue
+        if x not in dependent or w in dependent:
+            continue
+        with graph.inserting_before(node):
+            wt = graph.call_function(aten.t.default, (w,))
+            new = graph.call_function(aten.linear.default, (x, wt, b))
+        new.meta = dict(node.meta)
+        new.meta["lrp_fx_rewritten_from"] = str(node.target)
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+        done += 1
+    return done
+
+
+def _chain_to_input(idx: Any, inputs: set[fx.Node]) -> list[fx.Node] | None:
+    """The index-chain nodes from an input placeholder to ``idx`` (outermost last), or None."""
+    chain: list[fx.Node] = []
+    n = idx
+    while isinstance(n, fx.Node) and n not in inputs:
+        if n.op != "call_function" or n.target not in _INDEX_CHAIN:
+            return None
+        if len(n.all_input_nodes) != 1:
+            return None
+        chain.append(n)
+        n = n.args[0]
+    if not isinstance(n, fx.Node):
+        return None
+    return list(reversed(chain))
+
+
+def _lifted(op: Any, args: tuple, rank: int, hidden: int) -> tuple | None:
+    """Arguments of ``op`` applied to a tensor with a trailing dimension of size ``hidden`` more than its integer
+    original of ``rank`` dimensions."""
+
+    def dim(d: int) -> int:
+        return d + rank if d < 0 else d
+
+    rest = list(args[1:])
+    if op in (aten.view.default, aten._unsafe_view.default, aten.reshape.default):
+        return (list(rest[0]) + [hidden],)
+    if op is aten.unsqueeze.default:
+        return (rest[0] if rest[0] >= 0 else rest[0] - 1,)
+    if op is aten.squeeze.dim:
+        return (dim(rest[0]),)
+    if op is aten.squeeze.dims:
+        return ([dim(d) for d in rest[0]],)
+    if op in (aten.slice.Tensor, aten.select.int):
+        return (dim(rest[0]), *rest[1:])
+    if op is aten.expand.default:
+        return (list(rest[0]) + [hidden],)
+    if op is aten.permute.default:
+        return ([dim(d) for d in rest[0]] + [rank],)
+    if op in (aten.clone.default, aten.alias.default, aten._to_copy.default):
+        return ()
+    return None
+
+
+def hoist_embedding_indices(gm: fx.GraphModule, inputs: set[fx.Node]) -> int:
+    graph = gm.graph
+    done = 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not aten.embedding.default:
+            continue
+        idx = node.args[1]
+        if idx in inputs:
+            continue
+        chain = _chain_to_input(idx, inputs)
+        if not chain:
+            continue
+        source = chain[0].args[0]
+        weight = _val(node.args[0])
+        if _val(source) is None or source.meta["val"].is_floating_point() or weight is None:
+            continue
+        steps = []
+        for link in chain:
+            val = _val(link.args[0])
+            lifted = None if val is None else _lifted(link.target, link.args, val.dim(), int(weight.shape[-1]))
+            if lifted is None:
+                break
+            steps.append((link, lifted))
+        if len(steps) != len(chain):
+            continue
+        with graph.inserting_before(node):
+            cur = graph.call_function(aten.embedding.default, (node.args[0], source, *node.args[2:]), dict(node.kwargs))
+            cur.meta = dict(node.meta)
+            cur.meta.pop("val", None)
+            for link, args in steps:
+                target = aten.clone.default if link.target is aten._to_copy.default else link.target
+                cur = graph.call_function(target, (cur, *args))
+                cur.meta = {k: v for k, v in node.meta.items() if k != "val"}
+        node.replace_all_uses_with(cur)
+        graph.erase_node(node)
+        for link in reversed(chain):
+            if not link.users:
+                graph.erase_node(link)
+        done += 1
+    return done
+
+
+# -- marking -----------------------------------------------------------------------------------------------------------
+def _non_float(node: fx.Node) -> bool:
+    val = _val(node)
+    return isinstance(val, torch.Tensor) and not (val.is_floating_point() or val.is_complex())
+
+
+def _ew_sources(node: Any, dependent: set[fx.Node], memo: dict) -> frozenset:
+    """The non-element-wise input-dependent nodes that ``node`` is an element-wise function of."""
+    if not isinstance(node, fx.Node) or node not in dependent:
+        return frozenset()
+    if node in memo:
+        return memo[node]
+    if node.op == "call_function" and node.target in ELEMENTWISE:
+        out = frozenset().union(*(_ew_sources(a, dependent, memo) for a in node.all_input_nodes))
+    else:
+        out = frozenset([node])
+    memo[node] = out
+    return out
+
+
+def _scaled_copy_of(node: Any, root: fx.Node, dependent: set[fx.Node]) -> bool:
+    """Whether ``node`` is ``root`` times constants (``c * x``, ``x / c``, ``-x``)."""
+    while node is not root:
+        if not isinstance(node, fx.Node) or node.op != "call_function" or node.target not in _SCALINGS:
+            return False
+        ins = [a for a in node.all_input_nodes if a in dependent]
+        if len(ins) != 1 or (node.target in (aten.div.Tensor, aten.div.Scalar) and node.args[0] is not ins[0]):
+            return False
+        node = ins[0]
+    return True
+
+
+def mark_constants(gm: fx.GraphModule, dependent: set[fx.Node]) -> int:
+    marked = 0
+    memo: dict = {}
+
+    def mark(n: fx.Node, reason: str) -> None:
+        nonlocal marked
+        if CONSTANT_KEY not in n.meta:
+            n.meta[CONSTANT_KEY] = reason
+            marked += 1
+
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node not in dependent:
+            continue
+        if _non_float(node):
+            mark(node, "mask")
+        elif node.target in SHAPE_ONLY:
+            mark(node, "shape")
+        elif is_normaliser(node, dependent):
+            mark(node, "normaliser")
+        elif node.target is aten.mul.Tensor and all(a in dependent for a in node.args[:2]):
+            u, v = node.args[:2]
+            su, sv = _ew_sources(u, dependent, memo), _ew_sources(v, dependent, memo)
+            if len(su) == 1 and su == sv and u is not v:
+                (root,) = su
+                cu, cv = _scaled_copy_of(u, root, dependent), _scaled_copy_of(v, root, dependent)
+                if cu and not cv and len(v.users) == 1:
+                    mark(v, "gate")
+                elif cv and not cu and len(u.users) == 1:
+                    mark(u, "gate")
+    return marked
+
+
+def is_constant(node: fx.Node) -> bool:
+    """Whether ``mark_constants`` marked ``node`` as carrying no relevance."""
+    return CONSTANT_KEY in node.meta
+
+
+def token_inputs(captured: Captured) -> list[int]:
+    """Flat input indices of integer model inputs used as embedding indices (they get per-token relevance)."""
+    found = []
+    for i, ph in input_nodes(captured).items():
+        val = _val(ph)
+        if not isinstance(val, torch.Tensor) or val.is_floating_point() or val.is_complex() or val.dtype is torch.bool:
+            continue
+        if any(u.op == "call_function" and u.target is aten.embedding.default and u.args[1] is ph for u in ph.users):
+            found.append(i)
+    return sorted(found)

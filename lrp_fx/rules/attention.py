@@ -1,0 +1,320 @@
+"""Attention: softmax, products of two matrices, and scaled-dot-product attention kept whole.
+
+Rule objects (choose them per node through a composite; the ``attnlrp`` and ``cplrp`` presets set them):
+
+* ``Taylor()`` (softmax, AttnLRP, Achtibat et al. 2024): the first-order Taylor decomposition at the input with its
+  bias term absorbed, ``R_x = x * (R - s * sum(R))`` along the softmax dimension, ``s`` the softmax output.
+* ``Stop()``: the node is treated as a constant: no relevance reaches its inputs.
+* ``UniformProduct()`` / ``Epsilon(eps)`` (products ``Y = A @ B``): the epsilon rule on the bilinear map with the
+  relevance split evenly between two activation factors (AttnLRP's uniform rule); one factor constant: plain epsilon
+  on the other, as for a linear layer. ``UniformProduct`` uses ``eps = 1e-6``.
+* ``ConstantAttention()`` (products and attention, CP-LRP, Ali et al. 2022): attention probabilities are constants,
+  so relevance flows only through the values: ``R_V = V * (P^T (R / stab(Y)))``, nothing to queries and keys.
+
+Conservation: the product rules are conservative up to the stabiliser (``sum R_A + sum R_B = sum R * Y / stab(Y)``);
+the softmax rule is not (``sum R_x = sum x*R - sum(s*x) * sum R``); what it loses is recorded as absorbed.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, fx
+
+from .base import Epsilon, Pass, Rule, UniformProduct
+from .call import RuleCall, sum_to
+from .registry import aten, register_rule
+from .stabilize import stabilize
+
+
+@dataclass(frozen=True)
+class Taylor(Rule):
+    """AttnLRP's softmax rule: ``R_x = x * (R - s * sum(R))`` (first-order Taylor at ``x``, bias absorbed)."""
+
+    support: ClassVar[str] = "proportional"
+
+
+@dataclass(frozen=True)
+class Stop(Rule):
+    """The node is a constant for relevance: its inputs receive none."""
+
+
+@dataclass(frozen=True)
+class ConstantAttention(Rule):
+    """CP-LRP: attention probabilities (a softmax output, possibly reshaped) are constants in products."""
+
+    epsilon: float = 1e-6
+
+
+# ops between a softmax and the product that consumes its output (reshapes, casts, dropout, masking)
+_ATTENTION_PATH = {
+    aten.view.default,
+    aten._unsafe_view.default,
+    aten.reshape.default,
+    aten.expand.default,
+    aten.clone.default,
+    aten.contiguous.default,
+    aten.alias.default,
+    aten.permute.default,
+    aten.transpose.int,
+    aten.unsqueeze.default,
+    aten.squeeze.dim,
+    aten.squeeze.dims,
+    aten.slice.Tensor,
+    aten.select.int,
+    aten._to_copy.default,
+    aten.dropout.default,
+    aten.where.self,
+    aten.masked_fill.Scalar,
+    aten.masked_fill.Tensor,
+    aten.mul.Tensor,
+    aten.mul.Scalar,
+    aten.div.Tensor,
+    aten.div.Scalar,
+    operator.getitem,
+}
+
+
+def from_softmax(call: RuleCall, node: Any) -> bool:
+    """Whether ``node`` is a softmax output reached through reshapes, casts, masking or constant scaling."""
+    for _ in range(32):
+        if not isinstance(node, fx.Node) or node.op != "call_function":
+            return False
+        if node.target is aten._softmax.default:
+            return True
+        if node.target not in _ATTENTION_PATH:
+            return False
+        acts = [a for a in node.all_input_nodes if call.is_activation(a)]
+        if len(acts) != 1:
+            return False
+        node = acts[0]
+    return False
+
+
+def _dense(t: Tensor) -> bool:
+    """Whether ``t``'s elements tile its storage without overlaps or gaps (strides of a permuted contiguous tensor)."""
+    try:
+        expected = 1
+        for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
+            if stride != expected:
+                return False
+            expected *= size
+        return True
+    except Exception:  # symbolic sizes that cannot be compared: copy to be safe
+        return False
+
+
+def dense_value(call: RuleCall, n: Any) -> Any:
+    """Forward value of ``n``, copied to a contiguous tensor if the captured value is not dense (an ``expand``ed view,
+    e.g. grouped-query attention's repeated heads). A promise is traced with ``empty_like`` strides, so ops that pick
+    ``view`` over ``reshape`` from the strides (``matmul``) must not see such a value as-is."""
+    v = call.value(n)
+    val = n.meta.get("val") if isinstance(n, fx.Node) else None
+    if isinstance(val, Tensor) and isinstance(v, Tensor) and not _dense(val):
+        v = v.clone(memory_format=torch.contiguous_format)
+    return v
+
+
+def _eps(rule: Rule) -> float:
+    return getattr(rule, "epsilon", 1e-6)
+
+
+def _mt(t: Tensor) -> Tensor:
+    return t.transpose(-2, -1)
+
+
+def product_shares(a: Tensor, b: Tensor, s: Tensor, wa: float, wb: float) -> tuple[Tensor | None, Tensor | None]:
+    """``R_A = wa * A * (s B^T)`` and ``R_B = wb * B * (A^T s)`` for ``Y = A @ B`` and ``s = R / stab(Y)``
+    (``None`` where the weight is 0). Batch dimensions of ``A`` and ``B`` broadcast; each share is reduced to its
+    factor's shape."""
+    ra = rb = None
+    if wa:
+        ra = sum_to(a * torch.matmul(s, _mt(b)), a.shape)
+        ra = ra * wa if wa != 1 else ra
+    if wb:
+        rb = sum_to(b * torch.matmul(_mt(a), s), b.shape)
+        rb = rb * wb if wb != 1 else rb
+    return ra, rb
+
+
+def _weights(act_a: bool, act_b: bool) -> tuple[float, float]:
+    if act_a and act_b:
+        return 0.5, 0.5
+    return (1.0 if act_a else 0.0), (1.0 if act_b else 0.0)
+
+
+MATMUL_OPS = [aten.mm.default, aten.bmm.default, aten.addmm.default, aten.baddbmm.default]
+
+
+@register_rule(
+    MATMUL_OPS, group="matmul", accepts=(UniformProduct, Epsilon, ConstantAttention), default=UniformProduct()
+)
+def matmul(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``Y = A @ B`` (``mm``, ``bmm``), or ``Y = beta * C + alpha * A @ B`` (``addmm``, ``baddbmm``).
+
+    ``s = R / stab(Y)``; ``R_A = w_A * alpha * A * (s B^T)``, ``R_B = w_B * alpha * B * (A^T s)``,
+    ``R_C = beta * C * s``, with ``w = 1/2`` for each of two activation factors (AttnLRP's uniform epsilon split),
+    ``w = 1`` for the only activation factor (plain epsilon) and ``w = 0`` for a constant one. Under
+    ``ConstantAttention`` a factor computed by a softmax counts as constant (CP-LRP). Conservative up to the
+    stabiliser and constant ``C``'s share, both recorded as absorbed.
+    """
+    node = call.node
+    has_c = node.target in (aten.addmm.default, aten.baddbmm.default)
+    ia, ib = (1, 2) if has_c else (0, 1)
+    an, bn = node.args[ia], node.args[ib]
+    act_a, act_b = call.is_activation(an), call.is_activation(bn)
+    if isinstance(call.rule, ConstantAttention):
+        act_a = act_a and not from_softmax(call, an)
+        act_b = act_b and not from_softmax(call, bn)
+    wa, wb = _weights(act_a, act_b)
+    beta = node.kwargs.get("beta", 1) if has_c else 0
+    alpha = node.kwargs.get("alpha", 1) if has_c else 1
+    act_c = has_c and beta != 0 and call.is_activation(node.args[0])
+    if not (wa or wb or act_c):  # every factor constant (CP-LRP on attention weights): nothing flows
+        if call.track:
+            call.absorb(relevance)
+        return call.assign({})
+    a, b = dense_value(call, an), dense_value(call, bn)
+    z = call.out(support_only=True)
+    s = relevance / stabilize(z, _eps(call.rule))
+    ra, rb = product_shares(a, b, s * alpha if alpha != 1 else s, wa, wb)
+    shares: dict[int, Tensor | None] = {ia: ra, ib: rb}
+    if act_c:
+        c = call.value(node.args[0])
+        shares[0] = sum_to(c * s * beta, c.shape)
+    if call.track:
+        kept = (wa + wb) * (s * (z - (beta * call.value(node.args[0]) if has_c else 0))).sum()
+        if act_c:
+            kept = kept + shares[0].sum()
+        call.absorb(relevance.sum() - kept)
+    return call.assign(shares)
+
+
+def softmax_taylor(x: Tensor, s: Tensor, relevance: Tensor, dim: int) -> Tensor:
+    """``x * (R - s * sum(R))`` along ``dim``; zero where ``s == 0`` (masked with -inf or finfo.min, or underflowed)
+    and where ``x`` is itself a mask value (``<= finfo.min / 2``), so masked logits give 0, never NaN."""
+    total = relevance.sum(dim, keepdim=True)
+    r = x * (relevance - s * total)
+    valid = (s != 0) & (x > torch.finfo(x.dtype).min / 2)
+    return torch.where(valid, r, torch.zeros((), dtype=r.dtype, device=r.device))
+
+
+@register_rule(aten._softmax.default, group="softmax", accepts=(Taylor, Pass, Stop), default=Taylor())
+def softmax(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``s = softmax(x, dim)``.
+
+    * ``Taylor`` (AttnLRP): ``R_x = x * (R - s * sum_dim(R))``, 0 for masked logits. Not conservative: the Taylor
+      bias ``sum(R) - sum(R_x)`` is recorded as absorbed.
+    * ``Pass``: ``R_x = R`` (conservative, ignores the logits' values).
+    * ``Stop``: nothing flows (attention treated as constant).
+    """
+    rule = call.rule
+    if isinstance(rule, Stop):
+        return call.assign({})
+    if isinstance(rule, Pass):
+        return call.first(relevance)
+    x = call.arg(0)
+    s = call.out()
+    r = softmax_taylor(x, s.to(x.dtype), relevance.to(x.dtype), call.node.args[1])
+    if call.track:
+        call.absorb(relevance - r)
+    return call.first(r)
+
+
+def _sdpa_args(call: RuleCall) -> dict[str, Any]:
+    names = ["query", "key", "value", "attn_mask", "dropout_p", "is_causal"]
+    node = call.node
+    out = {k: None for k in names}
+    out.update(dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False)
+    for k, a in zip(names, node.args):
+        out[k] = a
+    out.update(node.kwargs)
+    return out
+
+
+def _repeat_heads(t: Tensor, groups: int) -> Tensor:
+    return t if groups == 1 else t.repeat_interleave(groups, dim=-3)
+
+
+def _fold_heads(r: Tensor | None, groups: int, shape: torch.Size) -> Tensor | None:
+    if r is None or groups == 1:
+        return r
+    return r.unflatten(-3, (shape[-3], groups)).sum(-3)
+
+
+@register_rule(
+    aten.scaled_dot_product_attention.default,
+    group="attention",
+    accepts=(UniformProduct, Epsilon, ConstantAttention),
+    default=UniformProduct(),
+)
+def attention(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``Y = softmax(scale * Q K^T + M) V`` (``M``: additive float mask, boolean mask, or causal), kept whole.
+
+    The rule is the composition of the rules of its pieces, written out:
+
+    1. ``P V``: ``s = R / stab(Y)``, ``R_P = w_P * P * (s V^T)``, ``R_V = w_V * V * (P^T s)``;
+    2. softmax (Taylor): ``R_L = L * (R_P - P * sum_k R_P)``, 0 at masked positions;
+    3. the mask: ``L = S + M`` with ``S = scale * Q K^T``: ``R_S = S * R_L / stab(L)``, the constant mask keeps the
+       rest (0 where ``M = 0``; boolean and causal masks give ``R_S = R_L``);
+    4. ``Q K^T``: ``t = R_S / stab(S)``, ``R_Q = w_Q * scale * Q * (t K)``, ``R_K = w_K * scale * K * (t^T Q)``.
+
+    ``w = 1/2`` each for two activation factors, ``1`` for the only one (``UniformProduct``/``Epsilon``, AttnLRP).
+    ``ConstantAttention`` (CP-LRP): ``P`` is constant, ``R_V = V * (P^T s)``, nothing to ``Q`` and ``K``. Grouped-query
+    attention (``enable_gqa``) repeats K and V heads and sums their relevance back. Steps 1, 3 and 4 are conservative
+    up to stabilisers; step 2 loses the softmax's Taylor bias (recorded as absorbed).
+    """
+    a = _sdpa_args(call)
+    qn, kn, vn, mn = a["query"], a["key"], a["value"], a["attn_mask"]
+    q, k, v = dense_value(call, qn), dense_value(call, kn), dense_value(call, vn)
+    mask = call.value(mn) if isinstance(mn, fx.Node) else mn
+    eps = _eps(call.rule)
+    groups = q.shape[-3] // k.shape[-3] if a["enable_gqa"] and q.dim() >= 3 else 1
+    kr, vr = _repeat_heads(k, groups), _repeat_heads(v, groups)
+    scale = a["scale"] if a["scale"] is not None else 1.0 / math.sqrt(q.shape[-1])
+    S = torch.matmul(q, _mt(kr)) * scale
+    L = S
+    if a["is_causal"]:
+        n_q, n_k = q.shape[-2], k.shape[-2]
+        causal = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril()
+        L = L.masked_fill(~causal, float("-inf"))
+    if mask is not None:
+        L = L.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else L + mask
+    P = torch.softmax(L, dim=-1)
+    fully_masked = torch.isneginf(L).all(-1, keepdim=True)  # such rows give 0, as in torch's math attention
+    P = torch.where(fully_masked, torch.zeros((), dtype=P.dtype, device=P.device), P)
+    Y = torch.matmul(P, vr)
+
+    act_q, act_k, act_v = (call.is_activation(n) for n in (qn, kn, vn))
+    constant_p = isinstance(call.rule, ConstantAttention)
+    act_p = (act_q or act_k) and not constant_p
+    w_p, w_v = _weights(act_p, act_v)
+    s = relevance / stabilize(Y, eps)
+    r_p, r_v = product_shares(P, vr, s, w_p, w_v)
+    out: dict[int, Tensor | None] = {}
+    absorbed = relevance.sum() - (w_p + w_v) * (s * Y).sum() if call.track else None
+    if r_v is not None:
+        out[2] = _fold_heads(r_v, groups, v.shape)
+    if r_p is not None:
+        r_l = softmax_taylor(L, P, r_p, -1)
+        if mask is not None and mask.dtype != torch.bool:
+            r_s = S * r_l / stabilize(L, eps)
+            r_s = torch.where(torch.isfinite(r_s), r_s, torch.zeros((), dtype=r_s.dtype, device=r_s.device))
+        else:
+            r_s = r_l
+        w_q, w_k = _weights(act_q, act_k)
+        t = r_s / stabilize(S, eps)
+        r_q, r_k = product_shares(q, _mt(kr), t * scale, w_q, w_k)
+        if r_q is not None:
+            out[0] = r_q
+        if r_k is not None:
+            out[1] = _fold_heads(_mt(r_k), groups, k.shape)
+        if absorbed is not None:
+            absorbed = absorbed + r_p.sum() - (w_q + w_k) * (t * S).sum()
+    if absorbed is not None:
+        call.absorb(absorbed)
+    return call.assign(out)

@@ -1,0 +1,254 @@
+"""Attention rules (``lrp_fx/rules/attention.py``) against their formulas, written densely in float64.
+
+The references spell out every contribution (``c[i, k, j] = A[i, k] * B[k, j]`` for a product) instead of reusing
+the rules' matrix forms, so they check the maths and the wiring (reshapes, transposes, heads, masks) at once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lrp_fx
+from lrp_fx.rules.attention import ConstantAttention, Stop, Taylor
+
+from ._reference import stab
+
+D = torch.float64
+
+
+class Fn(nn.Module):
+    def __init__(self, fn, **params):
+        super().__init__()
+        self.fn = fn
+        for k, v in params.items():
+            setattr(self, k, nn.Parameter(v))
+
+    def forward(self, *xs):
+        return self.fn(self, *xs)
+
+
+def _attr(model, inputs, R, composite="attnlrp", **kw):
+    return lrp_fx.attribute(model, inputs, target=R, composite=composite, **kw)
+
+
+# -- softmax -----------------------------------------------------------------------------------------------------------
+def softmax_reference(x, R):
+    s = torch.softmax(x, -1)
+    out = x * (R - s * R.sum(-1, keepdim=True))
+    return torch.where(s == 0, torch.zeros((), dtype=D), out)
+
+
+def test_softmax_taylor_rule():
+    x = torch.randn(3, 4, 6, dtype=D)
+    R = torch.randn(3, 4, 6, dtype=D)
+    res = _attr(Fn(lambda m, x: torch.softmax(x, -1)), x, R, track_absorbed=True)
+    torch.testing.assert_close(res.relevance, softmax_reference(x, R))
+    # not conservative: the Taylor bias is recorded as absorbed, and the bookkeeping closes
+    torch.testing.assert_close(res.relevance.sum() + sum(res.absorbed.values()), R.sum())
+
+
+@pytest.mark.parametrize("fill", [float("-inf"), torch.finfo(D).min])
+def test_softmax_masked_logits_give_zero_not_nan(fill):
+    x = torch.randn(2, 5, dtype=D)
+    mask = torch.tensor([[False, False, True, False, True], [True, False, False, False, False]])
+    R = torch.randn(2, 5, dtype=D)
+
+    def fn(m, x):
+        return torch.softmax(x + torch.zeros(5, dtype=D).masked_fill(mask[0] | mask[1], fill), -1)
+
+    res = _attr(Fn(fn), x, R)
+    assert torch.isfinite(res.relevance).all()
+    masked = mask[0] | mask[1]
+    assert (res.relevance[:, masked] == 0).all()
+    logits = x + torch.zeros(5, dtype=D).masked_fill(masked, fill)
+    s = torch.softmax(logits, -1)
+    expected = torch.where(masked, 0.0, x * (R - s * R.sum(-1, keepdim=True)) / stab(logits) * logits)
+    torch.testing.assert_close(res.relevance, expected)
+
+
+def test_softmax_pass_and_stop():
+    x, R = torch.randn(2, 5, dtype=D), torch.randn(2, 5, dtype=D)
+    model = Fn(lambda m, x: torch.softmax(x, -1))
+    comp = lrp_fx.composites.preset("attnlrp")
+    for rule, expected in ((lrp_fx.rules.Pass(), R), (Stop(), torch.zeros_like(R))):
+        res = lrp_fx.attribute(model, x, target=R, composite=comp, overrides={Fn: rule})
+        torch.testing.assert_close(res.relevance, expected)
+
+
+# -- products of two activations ---------------------------------------------------------------------------------------
+def product_reference(A, B, R, wa=0.5, wb=0.5):
+    """``Y = A @ B`` (batched): ``c[..., i, k, j] = A[..., i, k] B[..., k, j]``, shares ``w * sum c R / stab(Y)``."""
+    c = A[..., :, :, None] * B[..., None, :, :]
+    s = R / stab(c.sum(-2))
+    return wa * (c * s[..., :, None, :]).sum(-1), wb * (c * s[..., :, None, :]).sum(-3)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda m, a, b: torch.bmm(a, b),
+        lambda m, a, b: a @ b,
+        lambda m, a, b: torch.einsum("bik,bkj->bij", a, b),
+    ],
+)
+def test_product_of_two_activations_uniform_epsilon(fn):
+    A, B = torch.randn(2, 4, 3, dtype=D), torch.randn(2, 3, 5, dtype=D)
+    R = torch.randn(2, 4, 5, dtype=D)
+    res = _attr(Fn(fn), (A, B), R)
+    ra, rb = product_reference(A, B, R)
+    torch.testing.assert_close(res.relevance[0], ra)
+    torch.testing.assert_close(res.relevance[1], rb)
+    Y = A @ B
+    torch.testing.assert_close(res.relevance[0].sum() + res.relevance[1].sum(), (R * Y / stab(Y)).sum())
+
+
+def test_attention_scores_q_kT_four_dims():
+    """``q @ k.transpose(-1, -2)`` over batch and heads (decomposes to expand, view and bmm)."""
+    q, k = torch.randn(2, 3, 4, 8, dtype=D), torch.randn(2, 3, 6, 8, dtype=D)
+    R = torch.randn(2, 3, 4, 6, dtype=D)
+    res = _attr(Fn(lambda m, q, k: q @ k.transpose(-1, -2)), (q, k), R)
+    rq, rkT = product_reference(q, k.transpose(-1, -2), R)
+    torch.testing.assert_close(res.relevance[0], rq)
+    torch.testing.assert_close(res.relevance[1], rkT.transpose(-1, -2))
+
+
+def test_product_with_a_parameter_is_epsilon_on_the_activation():
+    """``x @ W``: ``mm`` with a constant operand becomes ``linear`` (epsilon, the dense-layer rule)."""
+    W = torch.randn(6, 4, dtype=D)
+    x = torch.randn(2, 3, 6, dtype=D)
+    R = torch.randn(2, 3, 4, dtype=D)
+    res = _attr(Fn(lambda m, x: x @ m.W, W=W), x, R)
+    ra, _ = product_reference(x, W.expand(2, 6, 4), R, wa=1.0, wb=0.0)
+    torch.testing.assert_close(res.relevance, ra)
+    assert any("linear" in a.op for a in res.program.assignments)
+
+
+def test_addmm_with_activation_bias():
+    C, A, B = torch.randn(4, 5, dtype=D), torch.randn(4, 3, dtype=D), torch.randn(3, 5, dtype=D)
+    R = torch.randn(4, 5, dtype=D)
+    res = _attr(Fn(lambda m, c, a, b: torch.addmm(c, a, b, beta=0.5, alpha=2.0)), (C, A, B), R, track_absorbed=True)
+    Y = 0.5 * C + 2.0 * A @ B
+    c = 2.0 * A[:, :, None] * B[None]
+    s = R / stab(Y)
+    torch.testing.assert_close(res.relevance[0], 0.5 * C * s)
+    torch.testing.assert_close(res.relevance[1], 0.5 * (c * s[:, None, :]).sum(-1))
+    torch.testing.assert_close(res.relevance[2], 0.5 * (c * s[:, None, :]).sum(0))
+    total = sum(r.sum() for r in res.relevance) + sum(res.absorbed.values())
+    torch.testing.assert_close(total, R.sum())
+
+
+def test_cplrp_attention_weights_are_constant_in_products():
+    """CP-LRP: in ``softmax(q k^T) @ v`` only ``v`` receives relevance, by the epsilon rule with P constant."""
+    q, k, v = (torch.randn(2, 4, 8, dtype=D) for _ in range(3))
+    R = torch.randn(2, 4, 8, dtype=D)
+    model = Fn(lambda m, q, k, v: torch.softmax(q @ k.transpose(-1, -2), -1) @ v)
+    res = _attr(model, (q, k, v), R, composite="cplrp")
+    P = torch.softmax(q @ k.transpose(-1, -2), -1)
+    _, rv = product_reference(P, v, R, wa=0.0, wb=1.0)
+    torch.testing.assert_close(res.relevance[2], rv)
+    assert (res.relevance[0] == 0).all() and (res.relevance[1] == 0).all()
+    torch.testing.assert_close(rv.sum(), (R * (P @ v) / stab(P @ v)).sum())
+
+
+# -- scaled dot-product attention --------------------------------------------------------------------------------------
+def attention_reference(q, k, v, R, mask=None, causal=False, scale=None, constant_p=False):
+    """Dense AttnLRP / CP-LRP for ``softmax(scale q k^T + M) v`` from explicit contributions."""
+    groups = q.shape[-3] // k.shape[-3]
+    kr, vr = k.repeat_interleave(groups, -3), v.repeat_interleave(groups, -3)
+    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    S = scale * (q[..., :, None, :] * kr[..., None, :, :]).sum(-1)
+    L = S.clone()
+    if causal:
+        L = L.masked_fill(~torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril(), float("-inf"))
+    if mask is not None:
+        L = L.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else L + mask
+    P = torch.softmax(L, -1)
+    rp, rv = product_reference(P, vr, R, *((0.0, 1.0) if constant_p else (0.5, 0.5)))
+    rv = rv.unflatten(-3, (k.shape[-3], groups)).sum(-3)
+    if constant_p:
+        return None, None, rv
+    rl = torch.where(P == 0, 0.0, L * (rp - P * rp.sum(-1, keepdim=True)))
+    rs = rl if mask is None or mask.dtype == torch.bool else torch.where(P == 0, 0.0, S * rl / stab(L))
+    cq = scale * q[..., :, None, :] * kr[..., None, :, :]  # [.., i, j, d]
+    t = rs / stab(S)
+    rq = 0.5 * (cq * t[..., None]).sum(-2)
+    rk = 0.5 * (cq * t[..., None]).sum(-3)
+    return rq, rk.unflatten(-3, (k.shape[-3], groups)).sum(-3), rv
+
+
+SDPA_CASES = {
+    "plain": {},
+    "float_mask": {"mask": "float"},
+    "bool_mask": {"mask": "bool"},
+    "causal": {"causal": True},
+    "scale": {"scale": 0.3},
+    "gqa": {"gqa": True},
+}
+
+
+@pytest.mark.parametrize("composite", ["attnlrp", "cplrp"])
+@pytest.mark.parametrize("case", list(SDPA_CASES))
+def test_scaled_dot_product_attention(case, composite):
+    opts = SDPA_CASES[case]
+    hk = 1 if opts.get("gqa") else 2
+    q = torch.randn(2, 2, 4, 8, dtype=D)
+    k, v = torch.randn(2, hk, 5 if not opts.get("causal") else 4, 8, dtype=D), None
+    v = torch.randn(2, hk, k.shape[-2], 8, dtype=D)
+    mask = None
+    if opts.get("mask") == "float":
+        mask = torch.zeros(4, k.shape[-2], dtype=D)
+        mask[:, -1] = float("-inf")
+        mask[0, 1] = torch.finfo(D).min
+        mask[1, 0] = -0.7  # a genuine additive bias (ALiBi-like)
+    elif opts.get("mask") == "bool":
+        mask = torch.ones(4, k.shape[-2], dtype=torch.bool)
+        mask[:, 0] = False
+    kw = dict(is_causal=opts.get("causal", False), scale=opts.get("scale"), enable_gqa=opts.get("gqa", False))
+
+    def fn(m, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **kw)
+
+    R = torch.randn(2, 2, 4, 8, dtype=D)
+    res = _attr(Fn(fn), (q, k, v), R, composite=composite, track_absorbed=True)
+    assert any("scaled_dot_product_attention" in a.op for a in res.program.assignments)
+    rq, rk, rv = attention_reference(q, k, v, R, mask, kw["is_causal"], kw["scale"], constant_p=composite == "cplrp")
+    torch.testing.assert_close(res.relevance[2], rv)
+    if rq is None:
+        assert (res.relevance[0] == 0).all() and (res.relevance[1] == 0).all()
+    else:
+        torch.testing.assert_close(res.relevance[0], rq)
+        torch.testing.assert_close(res.relevance[1], rk)
+    total = sum(r.sum() for r in res.relevance) + sum(res.absorbed.values())
+    torch.testing.assert_close(total, R.sum())
+    assert all(torch.isfinite(r).all() for r in res.relevance)
+
+
+def test_attention_kept_whole_equals_its_decomposition():
+    """The SDPA rule and the rules of its pieces (scale, bmm, add mask, softmax, bmm) agree."""
+    q, k, v = (torch.randn(2, 3, 5, 4, dtype=D) for _ in range(3))
+    mask = torch.zeros(5, 5, dtype=D)
+    mask[:, 3] = torch.finfo(D).min
+    R = torch.randn(2, 3, 5, 4, dtype=D)
+
+    def whole(m, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    def pieces(m, q, k, v):
+        return torch.softmax(q @ k.transpose(-1, -2) / 2.0 + mask, -1) @ v
+
+    for comp in ("attnlrp", "cplrp"):
+        a = _attr(Fn(whole), (q, k, v), R, composite=comp).relevance
+        b = _attr(Fn(pieces), (q, k, v), R, composite=comp).relevance
+        for x, y in zip(a, b):  # up to where the stabiliser sits: stab(q k^T) / 2 vs stab(q k^T / 2)
+            torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-5)
+
+
+def test_rule_objects_are_exported():
+    assert isinstance(lrp_fx.composites.preset("attnlrp").groups["softmax"], Taylor)
+    assert isinstance(lrp_fx.composites.preset("cplrp").groups["matmul"], ConstantAttention)
+    assert {"attnlrp", "cplrp"} <= set(lrp_fx.composites.PRESETS)

@@ -1,0 +1,83 @@
+"""Normalisers (``lrp_fx/rules/norm.py``, marked constant by ``lrp_fx.prepare``) against their formulas in float64."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lrp_fx
+
+from ._reference import stab
+
+D = torch.float64
+
+
+class Fn(nn.Module):
+    def __init__(self, fn, **params):
+        super().__init__()
+        self.fn = fn
+        for k, v in params.items():
+            setattr(self, k, nn.Parameter(v))
+
+    def forward(self, *xs):
+        return self.fn(self, *xs)
+
+
+def _attr(model, x, R, **kw):
+    return lrp_fx.attribute(model, x, target=R, composite="attnlrp", **kw)
+
+
+def _ops(res):
+    return {a.op for a in res.program.assignments}
+
+
+def test_rms_norm_module_is_the_identity():
+    """``x * rsqrt(mean(x^2) + eps) * w``: normaliser constant, weight a constant factor: ``R_x = R``."""
+    norm = nn.RMSNorm(8, dtype=D)
+    with torch.no_grad():
+        norm.weight.normal_()
+    x, R = torch.randn(3, 4, 8, dtype=D), torch.randn(3, 4, 8, dtype=D)
+    res = _attr(norm, x, R)
+    torch.testing.assert_close(res.relevance, R)
+    assert not any(op.startswith(("aten.rsqrt", "aten.pow", "aten.mean")) for op in _ops(res))
+
+
+def test_hand_written_rms_norm_is_the_identity():
+    def fn(m, x):  # Llama's LlamaRMSNorm
+        variance = x.pow(2).mean(-1, keepdim=True)
+        return m.w * (x * torch.rsqrt(variance + 1e-6))
+
+    x, R = torch.randn(2, 5, 8, dtype=D), torch.randn(2, 5, 8, dtype=D)
+    torch.testing.assert_close(_attr(Fn(fn, w=torch.randn(8, dtype=D)), x, R).relevance, R)
+
+
+def test_l2_normalisation_hands_everything_to_the_numerator():
+    x, R = torch.randn(3, 6, dtype=D), torch.randn(3, 6, dtype=D)
+    torch.testing.assert_close(_attr(Fn(lambda m, x: F.normalize(x, dim=-1)), x, R).relevance, R)
+
+
+def test_a_norm_that_is_the_output_keeps_its_relevance():
+    """``sqrt(sum(x^2))`` as the explained output is a feature, not a normaliser: identity through sqrt and pow,
+    proportional through the sum."""
+    x = torch.randn(3, 6, dtype=D)
+    R = torch.randn(3, dtype=D)
+    res = _attr(Fn(lambda m, x: x.pow(2).sum(-1).sqrt()), x, R)
+    z = (x * x).sum(-1)
+    torch.testing.assert_close(res.relevance, x * x * (R / stab(z))[:, None])
+
+
+def test_hand_written_layer_norm_conserves():
+    """``(x - mean) / sqrt(var + eps)``: the root of the variance is constant; the centring is linear and its share
+    returns to ``x`` through the ``sub`` and ``mean`` rules."""
+
+    def fn(m, x):
+        u = x.mean(-1, keepdim=True)
+        s = (x - u).pow(2).mean(-1, keepdim=True)
+        return (x - u) / torch.sqrt(s + 1e-5)
+
+    x, R = torch.randn(4, 8, dtype=D), torch.randn(4, 8, dtype=D)
+    res = _attr(Fn(fn), x, R, track_absorbed=True)
+    torch.testing.assert_close(res.relevance.sum() + sum(res.absorbed.values()), R.sum())  # only stabilisers absorb
+    torch.testing.assert_close(res.relevance.sum(), R.sum(), rtol=1e-2, atol=0)
+    assert "aten.sqrt.default" not in _ops(res)
