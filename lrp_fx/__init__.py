@@ -5,8 +5,10 @@ Pipeline: capture -> canonicalize -> rules (composite) -> promise planning -> em
 
 from . import rules
 from .api import CACHE, Attribution, attribute
+from .backend import backend
 from .composites import PRESETS, Composite, preset
 from .errors import CaptureError, InputError, LRPError, MissingRuleError, RuleError, TargetError
+from .export import export
 from .promises import PromiseStats
 from .rules import register_rule
 
@@ -23,6 +25,8 @@ __all__ = [
     "RuleError",
     "TargetError",
     "attribute",
+    "backend",
+    "export",
     "preset",
     "register_rule",
     "rules",

@@ -1,1 +1,20 @@
-"""Rules for further ops met in the model zoo (added by the coverage sweep)."""
+"""Rules for further ops met in the model zoo (added by the coverage sweep).
+
+* ``aten.as_strided``: a linear selection op (every output element is a copy of one input element), so it joins the
+  exact routing rule of ``routing.py``: ``R_x = J^T R``, an output position hands its relevance to the input element
+  it was read from, and an input element read several times collects the relevance of all its copies. Conservative:
+  ``sum R_x = sum R``. Met in ``convnext_*``, where the decomposition of ``adaptive_avg_pool2d`` on a channels-last
+  tensor re-strides the pooled mean.
+"""
+
+from __future__ import annotations
+
+from .base import Route
+from .registry import aten, register_rule
+from .routing import route
+
+MISC_ROUTING_OPS = [
+    aten.as_strided.default,
+]
+
+register_rule(MISC_ROUTING_OPS, group="routing", accepts=(Route,), default=Route())(route)

@@ -1,0 +1,131 @@
+"""Whole torchvision classifiers: strict attribution works and LRP-epsilon conserves relevance without biases.
+
+The default suite runs six small models picked for op variety (residual adds, unfolded batch norm and
+concatenation, depthwise convolutions with squeeze-excitation gates, channel shuffle, ceil-mode max pooling): resnet18
+and squeezenet1_1 as they are, and shortened variants of mobilenet_v3_small, efficientnet_b0, densenet and
+shufflenet_v2 built from the same torchvision block classes. Every full-size convolutional torchvision classifier runs
+under ``-m slow``. Models, inputs, bias zeroing and the conservation
+measure are those of ``benchmarks/coverage.py``, so the tests check what the coverage table reports.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import densenet, efficientnet, mobilenetv3, shufflenetv2
+
+import lrp_fx
+
+
+def _load_coverage():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "coverage.py"
+    spec = importlib.util.spec_from_file_location("lrp_fx_benchmarks_coverage", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+cov = _load_coverage()
+
+
+def _mobilenet_v3_small_mini() -> nn.Module:
+    """The first four blocks of mobilenet_v3_small: hardswish, squeeze-excitation with hardsigmoid gates."""
+    setting, _ = mobilenetv3._mobilenet_v3_conf("mobilenet_v3_small")
+    return mobilenetv3.MobileNetV3(setting[:4], last_channel=128, num_classes=10)
+
+
+def _efficientnet_b0_mini() -> nn.Module:
+    """The first two stages of efficientnet_b0: silu, sigmoid-gated squeeze-excitation, stochastic depth."""
+    setting, _ = efficientnet._efficientnet_conf("efficientnet_b0", width_mult=1.0, depth_mult=1.0)
+    return efficientnet.EfficientNet(setting[:2], dropout=0.2, last_channel=128, num_classes=10)
+
+
+def _densenet_mini() -> nn.Module:
+    """Two dense blocks: pre-activation batch norms that cannot be folded, concatenation, transition avg-pool."""
+    return densenet.DenseNet(growth_rate=8, block_config=(2, 2), num_init_features=16, bn_size=2, num_classes=10)
+
+
+def _shufflenet_v2_mini() -> nn.Module:
+    """Shufflenet v2 with one or two units per stage: split, channel shuffle, concatenation."""
+    return shufflenetv2.ShuffleNetV2([2, 1, 1], [24, 24, 48, 96, 128], num_classes=10)
+
+
+# The default suite: two real models and four shortened variants of torchvision architectures (the same block
+# classes, hence the same ops, in a fraction of the graph: capture and tracing time grows with the node count).
+# The full-size models run in ``test_model_all`` under ``-m slow``.
+FAST = {
+    "resnet18": lambda: cov.build("resnet18"),
+    "squeezenet1_1": lambda: cov.build("squeezenet1_1"),
+    "mobilenet_v3_small_mini": _mobilenet_v3_small_mini,
+    "efficientnet_b0_mini": _efficientnet_b0_mini,
+    "densenet_mini": _densenet_mini,
+    "shufflenet_v2_mini": _shufflenet_v2_mini,
+}
+FAST_SIZE = 32
+
+# Bound on the plain conservation error |sum R_in - sum R_out| / |sum R_out|, i.e. on the share the epsilon
+# stabilisers absorb (nothing else can: the biases are zero). Default 1e-4; exceptions by family:
+# * squeeze-excitation gates: ``x * sigmoid(conv(...))`` hands half the relevance to the gate branch, and Pass through
+#   the sigmoid gives the gate's convolution relevance that is not proportional to its output. Where that output is
+#   near 0 the stabiliser absorbs a real share of very large, cancelling relevances (bookkeeping exact, plain error
+#   up to order 1), so only the absorbed-inclusive error is asserted;
+# * convnext: layer norm hands its input relevance proportional to the centred input, so the residual sums and
+#   depthwise convolutions before it absorb a small stabiliser share (~1e-4).
+PLAIN_BOUND = {"efficientnet_": None, "mobilenet_v3_": None, "regnet_y_": None, "convnext_": 1e-3}
+
+
+def _plain_bound(name: str) -> float | None:
+    return next((bound for prefix, bound in PLAIN_BOUND.items() if name.startswith(prefix)), 1e-4)
+
+
+def _check(name: str, model: nn.Module, x: torch.Tensor) -> None:
+    res = lrp_fx.attribute(model, x, composite="epsilon_plus_flat")  # strict: raises on a missing rule
+    assert not res.fallback_nodes
+    assert res.relevance.shape == x.shape
+    assert torch.isfinite(res.relevance).all()
+    assert all(not a.fallback for a in res.program.assignments)
+
+    # conservation: no biases, unit-scale activations, float64 (see benchmarks/coverage.py)
+    cov.zero_biases(model)
+    model.double()
+    x = x.double()
+    cov.unit_scale(model, x)
+    res = lrp_fx.attribute(model, x, composite="epsilon", track_absorbed=True)
+    assert torch.isfinite(res.relevance).all()
+    err_absorbed, err_plain = cov.conservation(res)
+    bound = _plain_bound(name)
+    if bound is None and err_absorbed >= 1e-4:
+        ratio = res.relevance.sum().item() / cov.output_relevance(res).sum().item()
+        pytest.xfail(
+            f"{name}: squeeze-excitation gates blow relevance up (sum R_in / sum R_out = {ratio:.1e}); the "
+            "cancelling sums lose even the absorbed-inclusive balance (docs/coverage.md)"
+        )
+    assert err_absorbed < 1e-4, f"{name}: sum R_in + absorbed differs from sum R_out by {err_absorbed:.2e}"
+    if bound is not None:
+        assert err_plain < bound, f"{name}: sum R_in differs from sum R_out by {err_plain:.2e}"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    yield
+    lrp_fx.CACHE.clear()
+
+
+@pytest.mark.parametrize("name", list(FAST))
+def test_model(name):
+    torch.manual_seed(0)
+    model = FAST[name]().eval()
+    x = torch.randn(2, 3, FAST_SIZE, FAST_SIZE, generator=torch.Generator().manual_seed(0))
+    _check(name, model, x)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", cov.conv_models())
+def test_model_all(name):
+    _check(name, cov.build(name), cov.example(name, 64))
