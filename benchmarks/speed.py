@@ -79,11 +79,35 @@ ANALYSIS_BEGIN, ANALYSIS_END = "<!-- analysis:begin -->", "<!-- analysis:end -->
 
 # -- models, inputs, methods -----------------------------------------------------------------------------------------
 def make_model(name: str) -> torch.nn.Module:
+    """A torchvision model (random init, eval, float32, no parameter requiring grad).
+
+    ``<name>_bnfolded`` (an ablation): the same model with every batch norm folded into the convolution before it
+    once, up front, and replaced by ``nn.Identity``, so that neither ``lrp_fx`` (which otherwise folds them inside
+    its program, on every call) nor Zennit's canonizer nor the gradient sees a batch norm.
+    """
+    base = name.removesuffix("_bnfolded")
     torch.manual_seed(0)
-    model = getattr(torchvision.models, name)(weights=None).float().eval()
+    model = getattr(torchvision.models, base)(weights=None).float().eval()
+    if name.endswith("_bnfolded"):
+        _fold_batch_norms(model)
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+@torch.no_grad()
+def _fold_batch_norms(model: torch.nn.Module) -> None:
+    """Fold each ``BatchNorm2d`` into the ``Conv2d`` registered just before it in the same parent (torchvision
+    ResNets and VGG-BN: conv1/bn1, conv2/bn2, conv3/bn3, downsample.0/downsample.1, features.i/features.i+1)."""
+    for parent in model.modules():
+        children = list(parent.named_children())
+        for (_, conv), (bn_name, bn) in zip(children, children[1:]):
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                conv.bias = torch.nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+                setattr(parent, bn_name, torch.nn.Identity())
 
 
 def make_input(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -675,7 +699,12 @@ def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
 # -- main ------------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", nargs="+", default=None, choices=list(MODELS) + ["resnet18", "vgg16_bn"])
+    ap.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        choices=list(MODELS) + ["resnet18", "vgg16_bn", "resnet50_bnfolded", "vgg16_bn_bnfolded"],
+    )
     ap.add_argument("--batches", nargs="+", type=int, default=None)
     ap.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     ap.add_argument("--repeats", type=int, default=None, help="repeats per config (default 7 at batch 1, else 5)")

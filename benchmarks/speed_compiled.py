@@ -257,8 +257,7 @@ def render(run: dict[str, Any]) -> str:
         "* Inductor compile time on a small shared CPU box is long and varies with load and the on-disk cache "
         "(`/tmp/torchinductor_*`); a second process with a warm cache compiles much faster.",
     ]
-    if run.get("notes"):
-        lines += ["", *run["notes"]]
+    lines += run.get("notes", [])
     return "\n".join(lines) + "\n"
 
 

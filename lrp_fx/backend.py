@@ -42,6 +42,7 @@ from typing import Any
 
 import sympy
 import torch
+import torch.fx.traceback as fx_traceback
 from torch import Tensor, fx, nn
 
 from .composites import Composite, resolve
@@ -286,7 +287,8 @@ class _RegionModule(nn.Module):
             args[i] = args[j].shape[d]
         for i, v in self.fixed.items():
             args[i] = v
-        outs = self.graph_module(*args)
+        with fx_traceback.preserve_node_meta():  # Dynamo's module stack reaches the captured nodes (overrides)
+            outs = fx.Interpreter(self.graph_module).run(*args)
         floats = [outs[k] for k in region.float_out]
         return floats[0] if len(floats) == 1 else torch.cat([o.reshape(-1) for o in floats])
 
@@ -618,11 +620,10 @@ class LRPBackend:
     """A ``torch.compile`` backend computing LRP relevance as the gradient of the compiled model.
 
     ``composite``, ``overrides``, ``strict``, ``memory_budget`` and ``**rule_params`` are ``attribute``'s (module
-    overrides match the names Dynamo gives modules). ``inductor=False`` runs the forward and relevance parts as
-    plain FX graphs (no Inductor compile, for debugging); ``layout_optimization`` is Inductor's option of that name
-    (off: see ``_compile``). Counters: ``graphs`` (Dynamo graphs received),
-    ``captures`` (graphs exported), ``builds`` (programs built and compiled), ``build_seconds``,
-    ``compile_seconds``.
+    names come from Dynamo's graph: ``L['self'].layer1[0]`` is ``layer1.0``). ``inductor=False`` runs the forward
+    and relevance parts as plain FX graphs (no Inductor compile, for debugging); ``layout_optimization`` is
+    Inductor's option of that name (off: see ``_compile``). Counters: ``graphs`` (Dynamo graphs received),
+    ``captures`` (graphs exported), ``builds`` (programs built), ``build_seconds``, ``compile_seconds``.
     """
 
     def __init__(
@@ -693,6 +694,7 @@ class LRPBackend:
             module, tuple(user), {}, None, float_inputs, region.dynamic_spec(user)
         )
         self.captures += 1
+        _module_names(captured)
         key = (_graph_key(captured), comp.key(), self.options)
         for entry in self._programs.get(key, []):
             if entry.matches(user):
@@ -705,8 +707,31 @@ class LRPBackend:
         return entry
 
 
+def _dynamo_name(name: str) -> str | None:
+    """``"L['self'].layer1[0]._modules['conv1']"`` -> ``"layer1.0.conv1"``; ``None`` for a non-Dynamo name."""
+    m = re.match(r"""L\[(['"])[^'"]*\1\]""", name)
+    if not m:
+        return None
+    rest = re.sub(r"""\._modules\[(['"])([^'"]+)\1\]""", r".\2", name[m.end() :])
+    rest = re.sub(r"""\[(['"])([^'"]+)\1\]""", r".\2", rest)
+    rest = re.sub(r"\[(\d+)\]", r".\1", rest)
+    return rest.lstrip(".")
+
+
+def _module_names(captured: Any) -> None:
+    """Give the captured nodes the module names the user knows (Dynamo's, preserved through the capture), so
+    overrides by module name or type apply; the backend's own wrapper is dropped from the stacks."""
+    for node in captured.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if not stack:
+            continue
+        names = {k: (_dynamo_name(str(v[0])), v[1]) for k, v in stack.items()}
+        node.meta["nn_module_stack"] = {k: v for k, v in names.items() if v[0] is not None}
+
+
 def _graph_key(captured: Any) -> tuple:
-    parts = []
+    stacks = tuple(tuple(v[0] for v in (n.meta.get("nn_module_stack") or {}).values()) for n in captured.graph.nodes)
+    parts = [stacks]
     for ph, src in zip(captured.graph.nodes, captured.sources):
         val = ph.meta.get("val")
         if isinstance(val, Tensor):

@@ -214,6 +214,37 @@ def test_split_program_forward_and_backward_compose():
     torch.testing.assert_close(split.inference(*values)[0], res.output)
 
 
+@pytest.mark.parametrize("key", ["head", nn.Linear], ids=["name", "type"])
+def test_overrides_match_module_names_and_types(key):
+    model = CNN().eval()
+    overrides = {key: lrp_fx.rules.Flat()}
+    be = lrp_fx.backend("epsilon_plus", overrides=overrides, inductor=False)
+    x = torch.randn(2, 3, 12, 12)
+    out, seed, rel = _relevance(torch.compile(model, backend=be), x)
+    ref = lrp_fx.attribute(model, x, target=seed, composite="epsilon_plus", overrides=overrides)
+    plain = lrp_fx.attribute(model, x, target=seed, composite="epsilon_plus")
+    _close(rel, ref.relevance)
+    assert (rel - plain.relevance).abs().max() > 1e-3  # the override changed something
+
+
+def test_memory_budget_recomputations_stay_in_the_relevance_part():
+    model = CNN().eval()
+    x = torch.randn(2, 3, 12, 12)
+    seed = torch.randn(2, 5)
+    res = lrp_fx.attribute(model, x, target=seed, composite="epsilon_plus", memory_budget=0)
+    assert res.stats.recomputed > 0
+    split = split_program(res.program.graph_module)
+    values = res.program.placeholder_values(model, [x])
+    out, *saved = split.forward(*values)
+    rel = split.backward(*saved, *(values[i] for i in split.saved_inputs), seed)
+    torch.testing.assert_close(rel[0], res.relevance)
+    full = lrp_fx.attribute(model, x, target=seed, composite="epsilon_plus")
+    assert len(saved) < len(split_program(full.program.graph_module).forward(*values)) - 1
+    be = lrp_fx.backend("epsilon_plus", memory_budget=0, inductor=False)
+    _, seed2, rel2 = _relevance(torch.compile(model, backend=be), x)
+    _close(rel2, lrp_fx.attribute(model, x, target=seed2, composite="epsilon_plus").relevance)
+
+
 def test_configured_backend_is_a_backend():
     be = lrp_fx.backend("epsilon_gamma_box", low=-3.0, high=3.0, inductor=False)
     assert isinstance(be, LRPBackend) and be.composite.name == "epsilon_gamma_box"
