@@ -70,17 +70,20 @@ FAST = {
 FAST_SIZE = 32
 
 # Bound on the plain conservation error |sum R_in - sum R_out| / |sum R_out|, i.e. on the share the epsilon
-# stabilisers absorb (nothing else can: the biases are zero). Default 1e-4; exceptions by family:
-# * squeeze-excitation gates: ``x * sigmoid(conv(...))`` hands half the relevance to the gate branch, and Pass through
-#   the sigmoid gives the gate's convolution relevance that is not proportional to its output. Where that output is
-#   near 0 the stabiliser absorbs a real share of very large, cancelling relevances (bookkeeping exact, plain error
-#   up to order 1), so only the absorbed-inclusive error is asserted;
+# stabilisers absorb (nothing else can: the biases are zero). Default 1e-4; exceptions (docs/coverage.md, notes):
+# * squeeze-excitation gates (``cov.GATED_PREFIXES``): ``x * sigmoid(conv(...))`` hands half the relevance to the
+#   gate branch, and Pass through the sigmoid gives the gate's convolution relevance that is not proportional to its
+#   output. Where that output is near 0 the stabiliser absorbs a share of very large, cancelling relevances, which
+#   compounds over the blocks (plain error 5e4 on efficientnet_b0, 1e25 on efficientnet_b7): no plain bound, and
+#   where even the absorbed-inclusive balance is lost to cancellation the test is an expected failure;
 # * convnext: layer norm hands its input relevance proportional to the centred input, so the residual sums and
-#   depthwise convolutions before it absorb a small stabiliser share (~1e-4).
-PLAIN_BOUND = {"efficientnet_": None, "mobilenet_v3_": None, "regnet_y_": None, "convnext_": 1e-3}
+#   depthwise convolutions before it absorb a small stabiliser share (up to 2.3e-4).
+PLAIN_BOUND = {"convnext_": 1e-3}
 
 
 def _plain_bound(name: str) -> float | None:
+    if cov.gated(name):
+        return None
     return next((bound for prefix, bound in PLAIN_BOUND.items() if name.startswith(prefix)), 1e-4)
 
 
