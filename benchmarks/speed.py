@@ -5,11 +5,14 @@
     python benchmarks/speed.py --models resnet50 --batches 8 --presets epsilon epsilon_gamma_box --repeats 3
     python benchmarks/speed.py --from-json run.json     # re-render the tables / doc from a saved run
     python benchmarks/speed.py --from-json a.json b.json # merge runs (e.g. timing, and memory measured separately)
+    python benchmarks/speed.py --skip-memory ... / --skip-timing ... # only one half (they can run concurrently)
+    python benchmarks/speed.py --models resnet50_bnfolded # ablation: batch norms folded into the convolutions up front
 
 Everything is timed in one process and *interleaved*: each repeat runs every method once, in turn (the starting
 method rotates from repeat to repeat), so load from other processes hits all methods alike; each table reports the
 median over repeats, and each ratio is the median of the per-repeat ratios to the gradient measured in that same
-repeat. Methods:
+repeat. Each call is timed by wall clock and by process CPU time (the steadier one on a shared machine with one
+thread). Methods:
 
 * ``forward``: ``model(x)`` under ``no_grad``;
 * ``gradient``: forward + input gradient, ``torch.autograd.grad(model(x), x, seed)`` (parameters do not require
@@ -17,13 +20,16 @@ repeat. Methods:
 * ``lrp_fx <preset>``: ``lrp_fx.attribute(model, x, target=seed, composite=preset)``; the first call (capture +
   build + one run) is timed separately as the build cost and every timed call is checked not to rebuild
   (``lrp_fx.CACHE.builds``);
-* ``zennit <preset>``: ``zennit.attribution.Gradient`` with the equivalent composite and canonizer, entered once per
-  preset on its own deep copy of the model (Zennit's canonizers and hooks modify the module they are registered on).
+* ``zennit <preset>``: one ``zennit.attribution.Gradient`` attributor per preset (equivalent composite and
+  canonizer) on a deep copy of the model (Zennit's canonizers and hooks modify the module they are registered on);
+  its context is entered around each timed call, outside the timed region (an open context keeps the last call's
+  layer tensors alive, so six of them side by side run out of memory at VGG16 batch 8).
 
 The seed is a one-hot output relevance (one class per sample), the convention of Zennit and of the gradient.
 
 Peak memory is measured afterwards, one fresh subprocess per (model, batch, method) (``--memory-probe``), as the peak
-resident set size above the process's baseline after a warm-up call; see ``_measure.py`` and docs/benchmarks.md.
+resident set size above the process's baseline after a warm-up call, per call; see ``_measure.py`` and
+docs/benchmarks.md.
 
 Threads: the default ``--threads 1`` keeps timings stable on a shared machine (with two OpenMP threads on two shared
 cores one descheduled thread stalls every parallel region); ``--threads 0`` keeps torch's default.
@@ -312,6 +318,8 @@ def memory_probe(model_name: str, batch: int, method: str) -> dict[str, Any]:
             peaks.append(peak.peak - base)
         _measure.trim()
         held = _measure.rss() - base
+    # lrp_fx keeps its hoisted weights (folded batch norms, modified weights) between calls: part of the baseline
+    cached = sum(p.weight_cache.nbytes for progs in lrp_fx.CACHE.by_model.values() for p in progs.values())
     return {
         "model": model_name,
         "batch": batch,
@@ -322,6 +330,7 @@ def memory_probe(model_name: str, batch: int, method: str) -> dict[str, Any]:
         "peak2_mb": peaks[1] / 2**20,
         "peak_mb": max(peaks) / 2**20,
         "held_mb": held / 2**20,
+        "weights_cached_mb": cached / 2**20,
         "how": peak.method,
         "lrp_fx_source": source_digest(),
     }
@@ -464,7 +473,7 @@ def target_summary(results: list[dict[str, Any]], presets: list[str]) -> str:
         parts = []
         for res in results:
             s, c = summarize(res), summarize(res, "cpu")
-            if f"lrp_fx {p}" not in s:
+            if f"lrp_fx {p}" not in s or res["model"].endswith("_bnfolded"):  # ablations: tables only
                 continue
             rc, rw = c[f"lrp_fx {p}"]["ratio"], s[f"lrp_fx {p}"]["ratio"]
             zc, zw = _zennit_over_lrp(res, "cpu")[p], _zennit_over_lrp(res, "wall")[p]
@@ -481,8 +490,8 @@ def memory_table(memory: list[dict[str, Any]], results: list[dict[str, Any]]) ->
     grad = {(m["model"], m["batch"]): m for m in memory if m["method"] == "gradient"}
     lines = [
         "| model | batch | method | call 1 peak MB | / gradient | call 2 peak MB | / gradient | held after MB | "
-        "first call peak MB | lrp_fx bytes_kept MB |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "first call peak MB | lrp_fx bytes_kept MB | lrp_fx weights cached MB |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for m in memory:
         key = (m["model"], m["batch"])
@@ -492,13 +501,16 @@ def memory_table(memory: list[dict[str, Any]], results: list[dict[str, Any]]) ->
         r2 = f"{p2 / g.get('peak2_mb', g['peak_mb']):.2f}x" if g else "-"
         held = f"{max(m['held_mb'], 0.0):.0f}" if "held_mb" in m else "-"
         kept = "-"
+        cached = (
+            f"{m['weights_cached_mb']:.0f}" if m["method"].startswith("lrp_fx ") and "weights_cached_mb" in m else "-"
+        )
         if m["method"].startswith("lrp_fx "):
             st = stats.get(key, {}).get(m["method"].split(" ", 1)[1])
             if st:
                 kept = f"{st['bytes_kept'] / 2**20:.0f}"
         lines.append(
             f"| {m['model']} | {m['batch']} | {m['method']} | {p1:.0f} | {r1} | {p2:.0f} | {r2} | {held} | "
-            f"{m['first_call_peak_mb']:.0f} | {kept} |"
+            f"{m['first_call_peak_mb']:.0f} | {kept} | {cached} |"
         )
     return "\n".join(lines)
 
@@ -654,11 +666,13 @@ METHOD_TEXT = """## How it is measured
   above the baseline after both calls (after another trim): zero for everything but Zennit, whose open context
   holds the last call's tensors, so its second call starts on top of them. Ratios are to the gradient's peak of the
   same call. Caveats: RSS counts everything resident, not just tensors (allocator slack, oneDNN scratch buffers and
-  weight reorders, small-object heap growth); allocations below 64 KiB still come from the heap; the parameters (and
-  Zennit's canonized copies) are in the baseline, while `lrp_fx`'s batch-norm folding makes new folded weights in
-  every call (inside its peak); if `clear_refs` is not writable the probe falls back to a 1 ms psutil sampling
-  thread, which can miss short peaks. *bytes_kept* is `lrp_fx`'s own count of the forward activations its plan keeps
-  for the relevance pass (`res.stats.as_dict()`).
+  weight reorders, small-object heap growth); allocations below 64 KiB still come from the heap; the parameters,
+  Zennit's canonized copies and `lrp_fx`'s cached weights (batch norms folded into the convolutions and the rules'
+  modified weights, computed once and kept while the parameters are unchanged: *weights cached MB*, the library's
+  own count `res.program.weight_cache.nbytes`) are in the baseline; if `clear_refs` is not writable the probe falls
+  back to a 1 ms psutil sampling thread, which can miss short peaks. MB here means 2^20 bytes. *bytes_kept* is
+  `lrp_fx`'s own count of the forward
+  activations its plan keeps for the relevance pass (`res.stats.as_dict()`).
 
 ## Floors
 

@@ -145,6 +145,7 @@ def attribute(
     strict: bool = True,
     memory_budget: int | None = None,
     track_absorbed: bool = False,
+    reuse_weights: bool = True,
     **rule_params: Any,
 ) -> Attribution:
     """Explain ``model(inputs)`` with Layer-wise Relevance Propagation.
@@ -174,6 +175,10 @@ def attribute(
         memory_budget: bytes of forward activations the relevance pass may keep alive; the planner recomputes
             cheap values beyond it.
         track_absorbed: record the relevance each node's bias and stabiliser absorbed.
+        reuse_weights: compute the values that depend on parameters only (batch norms folded into convolutions,
+            the modified weights of z+/gamma/alpha-beta) once and keep them between calls until a parameter or
+            buffer changes (in place or replaced). Faster, at the cost of holding those values
+            (``res.program.weight_cache.nbytes``); ``False`` recomputes them in every call.
         **rule_params: preset parameters (``epsilon``, ``stabilizer``, ``gamma``, ``low``, ``high``).
     """
     if not isinstance(model, nn.Module):
@@ -196,6 +201,7 @@ def attribute(
         param_relevance=param_relevance,
         modules=tuple(modules),
         seed_mode=_seed_mode(target, ()),
+        reuse_weights=reuse_weights,
     )
     sig = (_signature(leaves, in_spec), comp.key(), options, _selector_key(output), _callable_key(target))
     per_model = CACHE.by_model.setdefault(model, {})
@@ -224,7 +230,7 @@ def attribute(
     return Attribution(
         output=out,
         relevance=relevance,
-        seed=result.get("seed", seed),
+        seed=result["seed"],
         params=result["params"],
         modules=result["modules"],
         absorbed=result.get("absorbed", {}),

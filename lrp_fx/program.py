@@ -23,6 +23,8 @@ from . import analysis
 from .capture import Captured, module_stack, user_frame
 from .composites import FIRST_LAYER_GROUPS, Composite
 from .errors import MissingRuleError, RuleError
+from .hoist import HoistedProgram, WeightCache, hoist_weights
+from .inplace import copy_graph_module, reuse_buffers
 from .promises import PROMISE, PromisePlanner, PromiseRecord, PromiseStats, promise
 from .rules import routing
 from .rules.base import Gradient, Pass, Rule
@@ -47,6 +49,7 @@ class Options:
     # their torch references: used to test the dispatch). Default from the LRP_FX_KERNELS environment variable.
     kernels: str = field(default_factory=lambda: os.environ.get("LRP_FX_KERNELS", "auto"))
     seed_mode: str = "tensor"  # "tensor": R = seed; "scaled": R = seed * output; "argmax": R = onehot(argmax) * output
+    reuse_weights: bool = True  # hoist parameter-only values (folded / modified weights) and cache them (hoist.py)
 
 
 @dataclass
@@ -74,18 +77,32 @@ class AttributionProgram:
     build_seconds: float
     output_shape: tuple[int, ...]
     canonicalized: dict[str, int] = field(default_factory=dict)
+    hoisted: HoistedProgram | None = None  # the same program split into a weight prologue and the rest
+    weight_cache: WeightCache = field(default_factory=WeightCache)
+    runner: fx.GraphModule | None = None  # what __call__ runs: graph_module (or hoisted.main) with buffer reuse
+    inplace_ops: int = 0  # element-wise ops of the runner that write into a dying operand (inplace.py)
+
+    def __post_init__(self) -> None:
+        if self.runner is None:
+            base = self.hoisted.main if self.hoisted is not None else self.graph_module
+            self.runner = copy_graph_module(base)
+            self.inplace_ops = reuse_buffers(self.runner)
 
     def placeholder_values(self, model: torch.nn.Module, leaves: list[Any]) -> list[Any]:
         return feed(self.captured, model, leaves)
 
     def __call__(self, model: torch.nn.Module, leaves: list[Any], seed: Tensor) -> dict[str, Any]:
+        values = self.placeholder_values(model, leaves)
         with torch.no_grad():
-            outs = self.graph_module(*self.placeholder_values(model, leaves), seed)
+            if self.hoisted is None:
+                outs = self.runner(*values, seed)
+            else:
+                outs = self.runner(*values, seed, *self.weight_cache.get(self.hoisted, values))
         return self.unpack(outs)
 
     def unpack(self, outs: Any) -> dict[str, Any]:
         outs = list(outs)
-        result: dict[str, Any] = {"output": outs.pop(0)}
+        result: dict[str, Any] = {"output": outs.pop(0), "seed": outs.pop()}
         result["relevance"] = [outs.pop(0) for _ in self.float_inputs]
         result["modules"] = {m: outs.pop(0) for m in self.module_names}
         result["params"] = {p: outs.pop(0) for p in self.param_names}
@@ -270,7 +287,8 @@ class ProgramBuilder:
                     kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
                     env[node] = node.target(*args, **kwargs)
             out = env[self.output]
-            relevance: dict[fx.Node, Any] = {self.output: self._seed(out, seed)}
+            seed_relevance = self._seed(out, seed)
+            relevance: dict[fx.Node, Any] = {self.output: seed_relevance}
             module_rel: dict[str, Tensor] = {}
             wanted = {node: name for name, node in self.module_outputs.items()}
             for node in reversed(self.live):
@@ -296,6 +314,7 @@ class ProgramBuilder:
         self.absorbed_names = [n.name for n in self.absorbed]
         if self.absorbed:
             outputs.append(torch.stack([a.reshape(()) for a in self.absorbed.values()]))
+        outputs.append(seed_relevance)  # last: the output relevance actually used (reported as Attribution.seed)
         return tuple(outputs)
 
     def _seed(self, out: Tensor, seed: Tensor) -> Tensor:
@@ -396,6 +415,9 @@ class ProgramBuilder:
             fallback_nodes=self.fallback_nodes,
             build_seconds=time.perf_counter() - start,
             output_shape=tuple(out_val.shape),
+            hoisted=(
+                hoist_weights(gm, [src.kind for src in self.captured.sources]) if self.options.reuse_weights else None
+            ),
         )
 
 

@@ -50,6 +50,8 @@ def test_integer_target_seeds_onehot_times_logit(cnn):
     torch.testing.assert_close(res.output, out)
     ref = lrp_fx.attribute(cnn, x, target=expected, composite="epsilon")
     torch.testing.assert_close(res.relevance, ref.relevance)
+    torch.testing.assert_close(res.seed, expected)  # the seed reported is the relevance used, not the one-hot
+    torch.testing.assert_close(ref.seed, expected)
 
 
 def test_none_target_explains_the_prediction(cnn):
@@ -58,6 +60,8 @@ def test_none_target_explains_the_prediction(cnn):
     pred = res.output.argmax(1)
     ref = lrp_fx.attribute(cnn, x, target=pred.tolist(), composite="epsilon")
     torch.testing.assert_close(res.relevance, ref.relevance)
+    onehot = torch.nn.functional.one_hot(pred, res.output.shape[1]).to(res.output.dtype)
+    torch.testing.assert_close(res.seed, onehot * res.output)
 
 
 def test_callable_target(cnn):
@@ -67,6 +71,7 @@ def test_callable_target(cnn):
         out = copy.deepcopy(cnn).eval()(x)
     ref = lrp_fx.attribute(cnn, x, target=out * (out > 0), composite="epsilon")
     torch.testing.assert_close(res.relevance, ref.relevance)
+    torch.testing.assert_close(res.seed, out * (out > 0))
 
 
 def test_per_sample_targets_match_single_sample_attribution(cnn):
@@ -98,6 +103,35 @@ def test_program_follows_weight_updates(cnn):
     fresh = lrp_fx.attribute(copy.deepcopy(cnn), x, target=1, composite="epsilon").relevance
     assert not torch.allclose(a, b)
     torch.testing.assert_close(b, fresh)
+
+
+@pytest.mark.parametrize("composite", ["epsilon", "epsilon_gamma_box"])
+def test_cached_weights_equal_recomputed_ones_and_follow_every_update(cnn, composite):
+    """Folded batch norms and modified weights are computed once (``reuse_weights``) and recomputed exactly when a
+    parameter or buffer changes in place, is replaced, or is loaded from a state dict."""
+    x, kw = x_batch(), {"low": -3.0, "high": 3.0} if "box" in composite else {}
+
+    def both():
+        cached = lrp_fx.attribute(cnn, x, target=1, composite=composite, **kw)
+        fresh = lrp_fx.attribute(cnn, x, target=1, composite=composite, reuse_weights=False, **kw)
+        torch.testing.assert_close(cached.relevance, fresh.relevance, rtol=0, atol=0)
+        assert fresh.program.hoisted is None
+        return cached
+
+    first = both()
+    program = first.program
+    assert program.hoisted is not None and program.weight_cache.nbytes > 0  # the folded batch norm at least
+    both()
+    assert program.weight_cache.runs == 1  # unchanged weights: the prologue did not run again
+    with torch.no_grad():
+        cnn[1].running_var.mul_(2.0)  # a buffer, in place
+    assert not torch.equal(both().relevance, first.relevance)
+    assert program.weight_cache.runs == 2
+    cnn[0].weight = nn.Parameter(cnn[0].weight.detach() * -1.0)  # a replaced parameter
+    both()
+    cnn.load_state_dict(small_cnn().state_dict())  # copied in place
+    both()
+    assert program.weight_cache.runs == 4
 
 
 def test_model_state_is_untouched(cnn):
@@ -148,21 +182,21 @@ class Cumulative(nn.Module):
         self.lin = nn.Linear(4, 4)
 
     def forward(self, x):
-        return self.lin(torch.cumsum(x, dim=1))
+        return self.lin(torch.logcumsumexp(x, dim=1))
 
 
 def test_missing_rule_names_op_source_line_and_fix():
     with pytest.raises(lrp_fx.MissingRuleError) as info:
         lrp_fx.attribute(Cumulative(), torch.randn(2, 4))
     msg = str(info.value)
-    assert "aten.cumsum.default" in msg
-    assert "test_api.py" in msg and "torch.cumsum(x, dim=1)" in msg
+    assert "aten.logcumsumexp.default" in msg
+    assert "test_api.py" in msg and "torch.logcumsumexp(x, dim=1)" in msg
     assert "register_rule" in msg and "strict=False" in msg
 
 
 def test_permissive_mode_lists_every_fallback_node():
     res = lrp_fx.attribute(Cumulative(), torch.randn(2, 4), target=0, strict=False)
-    assert len(res.fallback_nodes) == 1 and "cumsum" in res.fallback_nodes[0]
+    assert len(res.fallback_nodes) == 1 and "logcumsumexp" in res.fallback_nodes[0]
     assert torch.isfinite(res.relevance).all()
 
 
@@ -179,7 +213,8 @@ def test_whole_model_conservation_with_absorbed_shares(cnn):
     x = x_batch()
     res = lrp_fx.attribute(cnn, x, target=1, composite="epsilon", track_absorbed=True)
     total = res.relevance.sum() + sum(res.absorbed.values())
-    torch.testing.assert_close(total, res.seed.sum() * 0 + res.output[:, 1].sum(), rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(total, res.seed.sum(), rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(res.seed.sum(), res.output[:, 1].sum())
 
 
 def test_module_relevance_and_overrides(cnn):

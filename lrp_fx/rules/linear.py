@@ -104,10 +104,10 @@ def _groups(call: RuleCall, x: Tensor, w: Tensor, b: Tensor | None) -> list[Grou
         ba = None if b is None else b + g * b.clamp(min=0)
         bb = None if b is None else b + g * b.clamp(max=0)
         o = call.out(support_only=True)
-        return [
-            Group(split(wa, ba, wb), mask=o > 0, eps=rule.stabilizer),
-            Group(split(wb, bb, wa), mask=o < 0, eps=rule.stabilizer),
-        ]
+        positive = Group(split(wa, ba, wb), mask=o > 0, eps=rule.stabilizer)
+        if call.out_nonneg(support_only=True):  # o < 0 nowhere on the relevance support (e.g. before a ReLU)
+            return [positive]
+        return [positive, Group(split(wb, bb, wa), mask=o < 0, eps=rule.stabilizer)]
     if isinstance(rule, Flat):
         return [Group([Term(ONES, torch.ones_like(w), None)], eps=rule.stabilizer, nonneg=True)]
     if isinstance(rule, WSquare):
@@ -120,6 +120,18 @@ def _groups(call: RuleCall, x: Tensor, w: Tensor, b: Tensor | None) -> list[Grou
     raise TypeError(f"no linear-family formulation for {rule!r}")
 
 
+def _denominator(f, x: Tensor, terms: list[Term]) -> Tensor:
+    """``sum_t sign_t f(x_t; W_t, b_t)``, without multiplications by 1 or additions of 0 (each a full pass)."""
+    z = None
+    for t in terms:
+        zt = f(torch.ones_like(x) if t.x is ONES else t.x, t.w, t.b)
+        if z is None:
+            z = zt if t.sign == 1.0 else -zt
+        else:
+            z = z + zt if t.sign == 1.0 else z - zt
+    return z
+
+
 def _propagate(call: RuleCall, f, x: Tensor, groups: list[Group], relevance: Tensor) -> Tensor:
     """Evaluate the groups: the shared body of every linear-family rule."""
     r_x = None
@@ -128,7 +140,7 @@ def _propagate(call: RuleCall, f, x: Tensor, groups: list[Group], relevance: Ten
     for g in groups:
         z = g.z
         if z is None:
-            z = sum(t.sign * f(torch.ones_like(x) if t.x is ONES else t.x, t.w, t.b) for t in g.terms)
+            z = _denominator(f, x, g.terms)
         s = relevance / stabilize(z, g.eps, nonneg=g.nonneg)
         if g.mask is not None:
             s = s * g.mask

@@ -1,0 +1,143 @@
+"""Weight hoisting: compute the parameter-only part of an attribution program once, reuse it while unchanged.
+
+An emitted program recomputes, on every call, values that depend on parameters and buffers only: batch norms folded
+into the preceding convolution (``W * gamma / sqrt(var + eps)``), the modified weights of z+, gamma and alpha-beta
+(``W.clamp(min=0)``, ``W + gamma * W^+``), their biases. For a ResNet-50 at batch 1 that is as much memory traffic as
+the activations and, worse, the folded copies stay alive through the relevance pass (the rules need them again).
+
+``hoist_weights`` splits the program graph in two, the way loop-invariant code motion would:
+
+* the *prologue*: every node that no model input and no seed reaches, ending at the values the rest needs;
+* the *main* program: the original graph with those values as extra inputs.
+
+``WeightCache`` runs the prologue on the first call and again only when a parameter or buffer it reads has changed:
+the key is each tensor's storage address, shape, strides, dtype and version counter (in-place updates such as an
+optimizer step or ``load_state_dict`` bump the counter; a replaced parameter has a new address: the cache holds a
+reference to the old tensor, so its address cannot be reused meanwhile). The hoisted values then stay alive between
+calls (``WeightCache.nbytes``): a memory-for-time trade that ``attribute(..., reuse_weights=False)`` turns off.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, fx
+
+# Sources of the captured graph whose values do not change from call to call (unless the user updates the model).
+WEIGHT_KINDS = ("param", "buffer", "constant")
+
+
+@dataclass
+class HoistedProgram:
+    """``main(*placeholders, seed, *prologue(*[placeholders[i] for i in slots]))`` equals the original program."""
+
+    prologue: fx.GraphModule
+    main: fx.GraphModule
+    slots: list[int]  # indices (into the program's placeholders) of the weights the prologue reads
+    n_hoisted_nodes: int
+
+
+def _deterministic(node: fx.Node) -> bool:
+    tags = getattr(node.target, "tags", ())
+    return torch.Tag.nondeterministic_seeded not in tags
+
+
+def hoist_weights(gm: fx.GraphModule, kinds: list[str]) -> HoistedProgram | None:
+    """Split ``gm`` (placeholders: one per captured source with ``kinds[i]``, then the seed) into prologue and main.
+
+    Returns ``None`` when nothing worth hoisting exists (only views of parameters, or no parameter-only node).
+    """
+    graph = gm.graph
+    phs = [n for n in graph.nodes if n.op == "placeholder"]
+    weight_phs = {ph for ph, kind in zip(phs, kinds) if kind in WEIGHT_KINDS}
+    invariant: set[fx.Node] = set()  # call_function nodes computed from weights only
+    for n in graph.nodes:
+        if n.op != "call_function" or not _deterministic(n):
+            continue
+        if all(a in invariant or a in weight_phs for a in n.all_input_nodes):
+            invariant.add(n)
+    frontier = [n for n in graph.nodes if n in invariant and any(u not in invariant for u in n.users)]
+    if not frontier or any(not isinstance(n.meta.get("val"), Tensor) for n in frontier):
+        return None
+    if all(_is_view(n) for n in invariant):
+        return None  # transposes and reshapes of parameters cost nothing: keep the program as it is
+
+    pro = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    used = [ph for ph in phs if ph in weight_phs and any(u in invariant for u in ph.users)]
+    for ph in used:
+        env[ph] = pro.node_copy(ph)
+    for n in graph.nodes:
+        if n in invariant:
+            env[n] = pro.node_copy(n, env.__getitem__)
+    pro.output(tuple(env[n] for n in frontier))
+    pro.eliminate_dead_code()
+
+    main = fx.Graph()
+    menv: dict[fx.Node, fx.Node] = {}
+    for ph in phs:
+        menv[ph] = main.node_copy(ph)
+    for i, n in enumerate(frontier):
+        new = main.placeholder(f"hoisted_{i}_{n.name}")
+        new.meta = dict(n.meta)
+        menv[n] = new
+    for n in graph.nodes:
+        if n.op == "placeholder" or n in invariant:
+            continue
+        menv[n] = main.node_copy(n, menv.__getitem__)
+    main.eliminate_dead_code()
+    return HoistedProgram(
+        prologue=fx.GraphModule(gm, pro),
+        main=fx.GraphModule(gm, main),
+        slots=[phs.index(ph) for ph in used],
+        n_hoisted_nodes=len(invariant),
+    )
+
+
+def _is_view(n: fx.Node) -> bool:
+    return n.target is operator.getitem or bool(getattr(n.target, "is_view", False))
+
+
+def _key(t: Any) -> Any:
+    if not isinstance(t, Tensor):
+        return ("value", t)
+    # ``_version`` is the autograd version counter: the only record of in-place updates (no public equivalent).
+    return (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t.device, t._version)
+
+
+@dataclass
+class WeightCache:
+    """The prologue's outputs for the weights they were computed from (see module docstring)."""
+
+    key: list[Any] | None = None
+    values: tuple[Tensor, ...] = ()
+    refs: list[Any] = field(default_factory=list)  # the weights of ``key``: keeps their storage (addresses) alive
+    runs: int = 0  # how many times the prologue ran
+
+    def get(self, hoisted: HoistedProgram, placeholder_values: list[Any]) -> tuple[Tensor, ...]:
+        weights = [placeholder_values[i] for i in hoisted.slots]
+        key = [_key(w) for w in weights]
+        if key != self.key:
+            self.values = tuple(hoisted.prologue(*weights))
+            self.key, self.refs = key, weights
+            self.runs += 1
+        return self.values
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held between calls by hoisted values that are not views of the model's own tensors."""
+        seen, total = set(), 0
+        ref_ptrs = {w.untyped_storage().data_ptr() for w in self.refs if isinstance(w, Tensor)}
+        for v in self.values:
+            ptr = v.untyped_storage().data_ptr()
+            if ptr in ref_ptrs or ptr in seen:
+                continue
+            seen.add(ptr)
+            total += v.untyped_storage().nbytes()
+        return total
+
+    def clear(self) -> None:
+        self.key, self.values, self.refs = None, (), []
