@@ -7,6 +7,7 @@ from . import rules
 from .api import CACHE, Attribution, attribute
 from .backend import backend
 from .composites import PRESETS, Composite, preset
+from .dataset import DatasetAttribution, attribute_dataset, load_relevance
 from .errors import CaptureError, InputError, LRPError, MissingRuleError, RuleError, TargetError
 from .export import export
 from .promises import PromiseStats
@@ -18,6 +19,7 @@ __all__ = [
     "Attribution",
     "CaptureError",
     "Composite",
+    "DatasetAttribution",
     "InputError",
     "LRPError",
     "MissingRuleError",
@@ -25,8 +27,10 @@ __all__ = [
     "RuleError",
     "TargetError",
     "attribute",
+    "attribute_dataset",
     "backend",
     "export",
+    "load_relevance",
     "preset",
     "register_rule",
     "rules",

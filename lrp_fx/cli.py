@@ -6,18 +6,24 @@ its arguments to its sub-parser and a function running it (``args -> exit code``
 asks for the traceback. Heavy imports (torch, the model, matplotlib) happen inside the run functions, so ``--help``
 stays fast.
 
-Implemented: ``demo``. Planned: ``explain`` (any model/input), ``coverage`` (which aten ops have rules).
+Commands: ``demo`` (the bundled model on a bundled photo), ``explain`` (any model on image files or texts),
+``coverage`` (which aten ops of a model have rules; exit code 1 if a live node has none).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lrp_fx.loaders import LoadedModel
 
 __all__ = ["main", "build_parser", "COMMANDS", "Command", "CLIError", "PRESETS"]
 
@@ -63,7 +69,9 @@ class Command:
 
 # --------------------------------------------------------------------------------------------------------- helpers
 def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, CLIError):
+    from lrp_fx.loaders import LoadError
+
+    if isinstance(exc, (CLIError, LoadError)):
         text, hint = str(exc), ""
     elif isinstance(exc, FileNotFoundError):
         text = f"{exc.strerror}: {exc.filename!r}" if exc.filename else str(exc)
@@ -74,6 +82,9 @@ def _one_line(exc: BaseException) -> str:
         expected = any(cls.__name__ == "LRPError" for cls in type(exc).__mro__)
         hint = "" if expected else " (rerun with --debug for the traceback)"
     text = " ".join(text.split())
+    if type(exc).__name__ == "MissingRuleError" and " To fix:" in text:
+        # the library's fix-it is a code sample, unreadable on one line: point to the command and the docs instead
+        text = text.split(" To fix:")[0] + " (lrp-fx coverage MODEL lists every op without a rule; docs/rules.md)"
     if len(text) > _MAX_MESSAGE:
         text = text[: _MAX_MESSAGE - 3] + "..."
     return text + hint
@@ -260,6 +271,417 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------- shared by commands
+def _floats3(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers (R,G,B), got {text!r}") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers (R,G,B), got {text!r}")
+    return values
+
+
+def _target(text: str) -> int | None:
+    if text == "predicted":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'predicted' or a class index, got {text!r}") from None
+
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="state dict to load: .safetensors, or .pt/.pth/.bin saved with torch.save (default: random weights "
+        "for torchvision models; nothing is downloaded)",
+    )
+    p.add_argument(
+        "--model-arg",
+        type=_parse_param,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument for the model factory, repeatable (e.g. num_classes=10)",
+    )
+
+
+def _add_preset_arguments(p: argparse.ArgumentParser, default_help: str) -> None:
+    p.add_argument(
+        "--preset",
+        "--composite",
+        dest="preset",
+        default=None,
+        metavar="PRESET",
+        help=f"LRP composite preset: {', '.join(PRESETS)} (default: {default_help})",
+    )
+    p.add_argument(
+        "--param",
+        type=_parse_param,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra rule parameter for lrp_fx.attribute, repeatable (e.g. epsilon=1e-6, gamma=0.25)",
+    )
+
+
+def _model_spec(args: argparse.Namespace) -> str:
+    spec = getattr(args, "model", None)
+    hf = getattr(args, "hf_model", None)
+    if spec and hf:
+        raise CLIError("give the model either as MODEL or as --hf-model, not both")
+    spec = spec or hf
+    if not spec:
+        raise CLIError("a model is required: a torchvision name, MODULE:FACTORY, or a Hugging Face model folder")
+    if hf:
+        from lrp_fx.loaders import is_hf_folder
+
+        if not Path(hf).expanduser().is_dir():
+            raise FileNotFoundError(2, "No such file or directory", hf)
+        if not is_hf_folder(hf):
+            raise CLIError(f"--hf-model {hf!r} is not a Hugging Face model folder (no config.json)")
+    return spec
+
+
+def _class_names(loaded: LoadedModel, classes: int, labels_file: str | None) -> list[str]:
+    """Class names from --labels, the model (Hugging Face id2label), ImageNet for 1000 classes, else numbers."""
+    if labels_file:
+        names = [line.strip() for line in Path(labels_file).expanduser().read_text().splitlines() if line.strip()]
+        if len(names) != classes:
+            raise CLIError(f"--labels {labels_file!r} has {len(names)} names but the model has {classes} outputs")
+        return names
+    if loaded.labels and len(loaded.labels) == classes:
+        return list(loaded.labels)
+    if classes == 1000:
+        try:
+            from lrp_fx import assets
+
+            return assets.imagenet_categories()
+        except ImportError:
+            pass
+    return [f"class {i}" for i in range(classes)]
+
+
+def _print_predictions(logits: Any, names: list[str], target: int, topk: int, indent: str = "  ") -> None:
+    """Top-k classes of one logit vector, marking the explained one (listed below them if it is not in the top k)."""
+    probs = logits.float().softmax(dim=-1)
+    top = probs.topk(min(topk, probs.numel()))
+    for rank, (p, i) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1):
+        mark = "  <- explained" if i == target else ""
+        print(f"{indent}{rank}. {names[i]:<28} {100 * p:6.2f}%  (class {i:4d}, logit {float(logits[i]):8.3f}){mark}")
+    if target not in top.indices.tolist():
+        print(f"{indent}explained: {names[target]} (class {target}, {100 * float(probs[target]):.2f}%)")
+
+
+def _check_target(target: int | None, classes: int) -> None:
+    if target is not None and not 0 <= target < classes:
+        raise CLIError(f"--target must be 'predicted' or a class index in [0, {classes}), got {target}")
+
+
+def _unique_path(folder: Path, stem: str, suffix: str, used: set[Path]) -> Path:
+    """``folder/stem.suffix``, or ``stem-2``, ``stem-3``... if an input file or earlier output has that name."""
+    path, n = folder / f"{stem}{suffix}", 2
+    while path.resolve() in used:
+        path, n = folder / f"{stem}-{n}{suffix}", n + 1
+    used.add(path.resolve())
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------- explain
+def _add_explain_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "model",
+        nargs="?",
+        metavar="MODEL",
+        help="torchvision model name (random weights unless --weights), 'efficientnet_lite0' (bundled, pretrained), "
+        "MODULE:FACTORY or FILE.py:FACTORY, or a Hugging Face model folder (for --text)",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="IMAGE",
+        help="image files (any format Pillow reads) or bundled photo names (chelsea, coffee, astronaut...)",
+    )
+    p.add_argument("--text", action="append", default=[], metavar="TEXT", help="a text to explain, repeatable")
+    p.add_argument("--hf-model", metavar="DIR", help="Hugging Face model folder (sequence classifier + tokenizer)")
+    _add_model_arguments(p)
+    p.add_argument(
+        "--target",
+        type=_target,
+        default=None,
+        metavar="predicted|CLASS",
+        help="class to explain: 'predicted' (each input's top class, default) or a class index",
+    )
+    _add_preset_arguments(p, "epsilon_plus_flat for images, attnlrp for text")
+    p.add_argument("--out", default="lrp_explain", metavar="DIR", help="output folder (default: %(default)s)")
+    p.add_argument("--topk", type=_positive_int, default=5, metavar="K", help="predictions to list (default: 5)")
+    p.add_argument("--labels", metavar="FILE", help="class names, one per line (default: the model's, or ImageNet's)")
+    image = p.add_argument_group("images")
+    image.add_argument("--size", type=_positive_int, default=224, help="input side after the centre crop (224)")
+    image.add_argument(
+        "--resize", type=_positive_int, default=None, help="shorter side before the crop (default: size / 0.875)"
+    )
+    image.add_argument(
+        "--scaling",
+        choices=("auto", "imagenet", "efficientnet", "unit"),
+        default="auto",
+        help="pixel scaling: (x/255 - mean) / std (imagenet), (x - 127) / 128 (efficientnet), x/255 (unit); "
+        "auto: efficientnet for efficientnet_lite0, else imagenet",
+    )
+    image.add_argument("--mean", type=_floats3, default=None, metavar="R,G,B", help="mean for imagenet scaling")
+    image.add_argument("--std", type=_floats3, default=None, metavar="R,G,B", help="std for imagenet scaling")
+    image.add_argument("--layout", choices=_LAYOUTS, default="side_by_side", help="PNG layout (default: %(default)s)")
+    image.add_argument("--scale", type=_positive_int, default=1, help="integer upscaling of the PNG (default: 1)")
+    text = p.add_argument_group("text")
+    text.add_argument(
+        "--no-merge-subwords",
+        dest="merge_subwords",
+        action="store_false",
+        help="colour sub-word tokens separately (default: merged into words, relevance summed)",
+    )
+    text.add_argument("--max-length", type=_positive_int, default=512, help="truncate texts to this many tokens")
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    spec = _model_spec(args)
+    from lrp_fx.loaders import is_hf_folder
+
+    text_mode = is_hf_folder(spec)
+    if text_mode and args.inputs:
+        raise CLIError(f"{spec!r} is a Hugging Face model folder: give texts with --text, not IMAGE arguments")
+    if text_mode and not args.text:
+        raise CLIError("nothing to explain: give one or more --text for a Hugging Face model")
+    if not text_mode and args.text:
+        raise CLIError("--text needs a Hugging Face model folder (MODEL or --hf-model DIR with config.json)")
+    if not text_mode and not args.inputs:
+        raise CLIError("nothing to explain: give one or more image files after MODEL")
+    preset = _check_preset(args.preset or ("attnlrp" if text_mode else DEFAULT_PRESET))
+    params = dict(args.param)
+    images = []
+    if not text_mode:
+        from lrp_fx import assets
+
+        images = [(name, assets.load_image(name)) for name in args.inputs]  # fail fast on a missing file
+    attribute = _get_attribute()
+    device = _device(args.device)
+
+    from lrp_fx.loaders import load_model
+
+    loaded = load_model(spec, args.weights, dict(args.model_arg), device, quiet=True)
+    out_dir = Path(args.out).expanduser()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runner = _explain_texts if text_mode else _explain_images
+    records = runner(args, loaded, images, attribute, preset, params, device, out_dir)
+    summary = out_dir / "explain.json"
+    summary.write_text(
+        json.dumps({"model": spec, "preset": preset, "params": repr(params), "inputs": records}, indent=1)
+    )
+    print(f"wrote {len(records)} heatmap(s) and {summary}")
+    return 0
+
+
+def _explain_images(
+    args: argparse.Namespace,
+    loaded: LoadedModel,
+    images: list[tuple[str, Any]],
+    attribute: Callable[..., Any],
+    preset: str,
+    params: dict[str, Any],
+    device: Any,
+    out_dir: Path,
+) -> list[dict[str, Any]]:
+    """One heatmap PNG per image; returns the explain.json records."""
+    import torch
+
+    from lrp_fx import viz
+    from lrp_fx.loaders import IMAGENET_MEAN, IMAGENET_STD, preprocess_image
+
+    scaling = args.scaling if args.scaling != "auto" else ("imagenet" if args.mean or args.std else loaded.preprocess)
+    if (args.mean or args.std) and scaling != "imagenet":
+        raise CLIError("--mean/--std apply to --scaling imagenet only")
+    if preset == "epsilon_gamma_box":  # the box rule's bounds: the range a preprocessed pixel can take
+        mean, std = torch.tensor(args.mean or IMAGENET_MEAN), torch.tensor(args.std or IMAGENET_STD)
+        low, high = {
+            "imagenet": (float(((0 - mean) / std).min()), float(((1 - mean) / std).max())),
+            "efficientnet": (-127 / 128, 1.0),
+            "unit": (0.0, 1.0),
+        }[scaling]
+        params.setdefault("low", low)
+        params.setdefault("high", high)
+    model, records = loaded.model, []
+    # never write over an input image, even when --out is the images' own folder
+    used = {Path(name).expanduser().resolve() for name, _ in images}
+    print(f"{loaded.name}: {len(images)} image(s), {args.size}x{args.size} px, {scaling} scaling, preset {preset!r}")
+    for name, image in images:
+        x, crop = preprocess_image(
+            image, size=args.size, resize=args.resize, scaling=scaling, mean=args.mean, std=args.std
+        )
+        x = x.to(device)
+        with torch.no_grad():
+            logits = model(x)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+            raise CLIError(
+                f"explain needs a classifier with [batch, classes] logits; {loaded.name} returned "
+                f"{type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}"
+            )
+        classes = logits.shape[-1]
+        _check_target(args.target, classes)
+        names = _class_names(loaded, classes, args.labels)
+        target = args.target if args.target is not None else int(logits[0].argmax())
+        print(f"{name}:")
+        _print_predictions(logits[0], names, target, args.topk)
+        t0 = time.perf_counter()
+        res = attribute(model, x, target=args.target, composite=preset, **params)
+        elapsed = time.perf_counter() - t0
+        relevance = res.relevance.detach()[0].float().cpu()
+        stem = Path(name).stem if Path(name).expanduser().is_file() else name
+        path = viz.save_heatmap(
+            _unique_path(out_dir, f"{stem}_lrp", ".png", used),
+            relevance,
+            image=None if args.layout == "heatmap" else crop,
+            layout=args.layout,
+            scale=args.scale,
+        )
+        total = float(relevance.sum())
+        print(f"  relevance sum {total:.4g} vs logit {float(logits[0, target]):.4f}, {elapsed:.2f} s -> {path}")
+        records.append(
+            {"input": name, "file": path.name, "target": target, "label": names[target], "relevance_sum": total}
+        )
+    return records
+
+
+def _explain_texts(
+    args: argparse.Namespace,
+    loaded: LoadedModel,
+    images: list[tuple[str, Any]],
+    attribute: Callable[..., Any],
+    preset: str,
+    params: dict[str, Any],
+    device: Any,
+    out_dir: Path,
+) -> list[dict[str, Any]]:
+    """One HTML page per ``--text`` (``images`` is unused: the runners share a signature)."""
+    import torch
+
+    from lrp_fx import viz
+
+    model, tokenizer, used, records = loaded.model, loaded.tokenizer, set(), []
+    print(f"{loaded.name}: {len(args.text)} text(s), preset {preset!r}")
+    for i, text in enumerate(args.text, start=1):
+        enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=args.max_length)
+        inputs = {k: enc[k].to(device) for k in ("input_ids", "attention_mask") if k in enc}
+        with torch.no_grad():
+            logits = model(**inputs).logits
+        classes = logits.shape[-1]
+        _check_target(args.target, classes)
+        names = _class_names(loaded, classes, args.labels)
+        target = args.target if args.target is not None else int(logits[0].argmax())
+        print(f"text {i}: {text if len(text) <= 70 else text[:67] + '...'!r}")
+        _print_predictions(logits[0], names, target, args.topk)
+        res = attribute(model, inputs, target=args.target, composite=preset, **params)
+        relevance = res.relevance["input_ids"].detach()[0].float().cpu()
+        tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
+        words, scores = (
+            viz.merge_subword_relevance(tokens, relevance) if args.merge_subwords else (tokens, relevance.tolist())
+        )
+        ranked = sorted(zip(words, scores), key=lambda ws: -ws[1])[:5]
+        print("  most relevant: " + ", ".join(f"{w!r} {s:+.3g}" for w, s in ranked))
+        path = viz.save_text_heatmap(
+            _unique_path(out_dir, f"text-{i}", ".html", used),
+            tokens,
+            relevance,
+            merge_subwords=args.merge_subwords,
+            title=f"LRP ({preset}) for {names[target]!r}",
+            caption=f"{loaded.name}: explained class {target} ({names[target]}), logit {float(logits[0, target]):.4f}",
+        )
+        print(f"  -> {path}")
+        records.append(
+            {
+                "input": text,
+                "file": path.name,
+                "target": target,
+                "label": names[target],
+                "words": words,
+                "relevance": [float(s) for s in scores],
+            }
+        )
+    return records
+
+
+# -------------------------------------------------------------------------------------------------------- coverage
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a shape like 1x3x224x224, got {text!r}") from None
+    if not shape or any(v < 1 for v in shape):
+        raise argparse.ArgumentTypeError(f"expected a shape like 1x3x224x224, got {text!r}")
+    return shape
+
+
+def _add_coverage_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="torchvision model name, 'efficientnet_lite0', MODULE:FACTORY or FILE.py:FACTORY, or a Hugging Face "
+        "model folder",
+    )
+    _add_model_arguments(p)
+    p.add_argument(
+        "--input-shape",
+        type=_shape,
+        default=None,
+        metavar="SHAPE",
+        help="example input shape, e.g. 1x3x224x224 (default; for Hugging Face models 1x16 token ids)",
+    )
+    p.add_argument(
+        "--input-dtype",
+        choices=("float32", "float64", "int64"),
+        default=None,
+        help="example input dtype: random normal floats, or token ids (int64) below the smallest embedding size "
+        "(default: float32; int64 for Hugging Face models)",
+    )
+    _add_preset_arguments(p, "epsilon_plus_flat; attnlrp for Hugging Face models")
+    p.add_argument("--no-ops", dest="ops", action="store_false", help="leave out the per-op table")
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+
+
+def _run_coverage(args: argparse.Namespace) -> int:
+    from lrp_fx.loaders import is_hf_folder, load_model
+
+    preset = _check_preset(args.preset or ("attnlrp" if is_hf_folder(args.model) else DEFAULT_PRESET))
+    device = _device(args.device)
+    import torch
+
+    from lrp_fx.coverage import coverage
+
+    loaded = load_model(args.model, args.weights, dict(args.model_arg), device, quiet=True)
+    model = loaded.model
+    dtype = args.input_dtype or ("int64" if loaded.kind == "text" else "float32")
+    shape = args.input_shape or ((1, 16) if dtype == "int64" else (1, 3, 224, 224))
+    gen = torch.Generator().manual_seed(0)
+    if dtype == "int64":
+        sizes = [m.num_embeddings for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+        ids = torch.randint(0, min(sizes, default=2), shape, generator=gen).to(device)
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)} if loaded.kind == "text" else ids
+    else:
+        inputs = torch.randn(shape, generator=gen, dtype=getattr(torch, dtype)).to(device)
+        if dtype == "float64":
+            model = model.double()
+    report = coverage(model, inputs, preset, name=loaded.name, **dict(args.param))
+    print(report.render(ops=args.ops))
+    if args.json:
+        path = Path(args.json).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report.as_dict(), indent=1))
+        print(f"wrote {path}")
+    return 0 if report.ok else 1
+
+
 # -------------------------------------------------------------------------------------------------------- registry
 COMMANDS: dict[str, Command] = {
     "demo": Command(
@@ -271,6 +693,27 @@ COMMANDS: dict[str, Command] = {
         ),
         add_arguments=_add_demo_arguments,
         run=_run_demo,
+    ),
+    "explain": Command(
+        help="explain any image classifier on image files, or a Hugging Face text classifier on texts",
+        description=(
+            "Explain MODEL (a torchvision name, efficientnet_lite0, MODULE:FACTORY, or a Hugging Face model folder) "
+            "on image files (one heatmap PNG each) or on --text inputs (one HTML page each, tokens coloured by "
+            "relevance), for the predicted class or --target. Prints the top predictions and writes the heatmaps "
+            "and explain.json into --out."
+        ),
+        add_arguments=_add_explain_arguments,
+        run=_run_explain,
+    ),
+    "coverage": Command(
+        help="report which aten ops of a model have relevance rules (exit code 1 if any live node has none)",
+        description=(
+            "Capture MODEL on a random example input, build its attribution program and report the aten ops, the "
+            "rule each live node got, the ops without a rule (with the source lines that produced them) and the "
+            "promise planner's statistics. Exit code 0 if every live node has a rule, 1 if not, 2 on errors."
+        ),
+        add_arguments=_add_coverage_arguments,
+        run=_run_coverage,
     ),
 }
 
@@ -301,7 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 2 error) instead of exiting."""
+    """Run the CLI; returns the exit code (0 ok, 1 a check failed (``coverage``), 2 error) instead of exiting."""
     parser = build_parser()
     try:
         args = parser.parse_args(None if argv is None else list(argv))

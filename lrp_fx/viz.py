@@ -37,6 +37,7 @@ __all__ = [
     "compose_panels",
     "merge_subword_relevance",
     "text_heatmap_html",
+    "save_text_heatmap",
 ]
 
 DEFAULT_CMAP = "RdBu_r"
@@ -296,13 +297,15 @@ def text_heatmap_html(
     cmap: str | Colormap = DEFAULT_CMAP,
     vmax: float | None = None,
     full_document: bool = False,
+    title: str | None = None,
+    caption: str | None = None,
 ) -> str:
     """HTML with one ``<span>`` per token (or per word with ``merge_subwords``) coloured by its relevance.
 
     Colours follow :func:`heatmap` (zero = the map's centre, red positive, blue negative) with ``vmax`` defaulting
     to the largest ``|R|`` (there are few tokens, so no percentile). Each span has the exact value as a tooltip and
     ``data-relevance``. Returns an HTML fragment (e.g. for ``IPython.display.HTML``), or a whole page with
-    ``full_document=True``.
+    ``full_document=True``, headed by ``title`` and ``caption`` (plain text, escaped) when given.
     """
     scores = _to_numpy(relevance).reshape(-1)
     if len(tokens) != scores.size:
@@ -327,8 +330,28 @@ def text_heatmap_html(
         )
     body = '<div class="lrp-text" style="font-family:sans-serif;line-height:1.9">' + " ".join(spans) + "</div>"
     if full_document:
+        head = f"<h1>{html.escape(title)}</h1>" if title else ""
+        head += f"<p>{html.escape(caption)}</p>" if caption else ""
         return (
-            '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>LRP relevance</title></head>'
-            f"<body>{body}</body></html>\n"
+            f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title or "LRP relevance")}'
+            f'</title></head><body style="font-family:sans-serif">{head}{body}</body></html>\n'
         )
     return body
+
+
+def save_text_heatmap(
+    path: str | Path,
+    tokens: Sequence[str],
+    relevance: Any,
+    merge_subwords: bool = False,
+    *,
+    title: str | None = None,
+    caption: str | None = None,
+    **kw: Any,
+) -> Path:
+    """Write :func:`text_heatmap_html` as a whole UTF-8 HTML page and return its path (other keywords go there)."""
+    page = text_heatmap_html(tokens, relevance, merge_subwords, full_document=True, title=title, caption=caption, **kw)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -179,6 +182,10 @@ def test_help_works_on_every_subcommand(argv, capsys):
     assert out.startswith("usage: lrp-fx")
     if argv[0] == "demo":
         assert "--composite" in out and "--image" in out and "--debug" in out
+    if argv[0] == "explain":
+        assert all(opt in out for opt in ("--weights", "--target", "--preset", "--out", "--text", "--hf-model"))
+    if argv[0] == "coverage":
+        assert "--input-shape" in out and "--preset" in out
 
 
 def test_python_dash_m(tmp_path):
@@ -196,3 +203,269 @@ def test_python_dash_m(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "lrp-fx demo: error: unknown composite preset 'bogus'; choose one of: " + ", ".join(cli.PRESETS)
     ]
+
+
+def test_console_script_is_declared_and_installed():
+    text = (REPO_ROOT / "pyproject.toml").read_text()
+    assert 'lrp-fx = "lrp_fx.cli:main"' in text
+    exe = shutil.which("lrp-fx")
+    if exe is None:
+        pytest.skip("lrp-fx is not installed in this environment (pip install -e .)")
+    proc = subprocess.run([exe, "explain", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: lrp-fx explain")
+
+
+# ----------------------------------------------------------------------------------------------------- explain
+TINY = f"{REPO_ROOT / 'examples' / 'attribute_dataset_torchrun.py'}:build_model"  # 2 convs, 3x16x16, 10 classes
+
+CUMSUM_MODEL = """
+import torch
+from torch import nn
+
+
+class CumsumNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x):
+        h = self.conv(x).relu().mean((2, 3))
+        return self.fc(h.cumsum(1))  # the test removes cumsum's relevance rule
+
+
+def build():
+    torch.manual_seed(0)
+    return CumsumNet().eval()
+"""
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "photo.png"
+    gen = torch.Generator().manual_seed(0)
+    pixels = (torch.rand(40, 30, 3, generator=gen) * 255).to(torch.uint8).numpy()
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture
+def cumsum_spec(tmp_path, monkeypatch):
+    """A model whose graph has ``aten.cumsum``, with any registered cumsum rule removed for the test."""
+    from lrp_fx.rules.registry import _RULES
+
+    monkeypatch.delitem(_RULES, torch.ops.aten.cumsum.default, raising=False)
+    lrp_fx_api().CACHE.clear()  # programs built while the rule existed
+    path = tmp_path / "cumsum_model.py"
+    path.write_text(CUMSUM_MODEL)
+    yield f"{path}:build"
+    lrp_fx_api().CACHE.clear()
+
+
+def _tiny_reference(photo):
+    """What explain should compute: the example model, the same preprocessing, lrp_fx.attribute."""
+    model, x = _tiny_model(0), _tiny_input(photo)
+    return _ATTRIBUTE(model, x), model(x)
+
+
+@pytest.mark.skipif(_ATTRIBUTE is None, reason=_WHY_NO_CORE)
+def test_explain_saved_image(tmp_path, photo, capsys):
+    out = tmp_path / "out"
+    rc = cli.main(["explain", TINY, str(photo), str(photo), "--size", "16", "--out", str(out), "--topk", "3"])
+    assert rc == 0, capsys.readouterr().err
+    _check_png(out / "photo_lrp.png", (2 * 16 + 4, 16))  # photo | heatmap
+    _check_png(out / "photo_lrp-2.png", (2 * 16 + 4, 16))  # the same name twice: not overwritten
+    stdout = capsys.readouterr().out
+    assert stdout.count("<- explained") == 2 and "class " in stdout
+    summary = json.loads((out / "explain.json").read_text())
+    ref, logits = _tiny_reference(photo)
+    record = summary["inputs"][0]
+    assert record["file"] == "photo_lrp.png" and record["target"] == int(logits.argmax())
+    assert record["relevance_sum"] == pytest.approx(float(ref.relevance.sum()), rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.skipif(_ATTRIBUTE is None, reason=_WHY_NO_CORE)
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_explain_with_weights_file_and_target(tmp_path, photo, suffix, capsys):
+    weights = tmp_path / f"w{suffix}"
+    state = {k: v.contiguous() for k, v in _tiny_model(3).state_dict().items()}
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(weights))
+    else:
+        torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, weights)  # a DDP checkpoint
+    before = photo.read_bytes()
+    argv = ["explain", TINY, str(photo), "--size", "16", "--out", str(tmp_path), "--weights", str(weights)]
+    rc = cli.main([*argv, "--target", "7", "--layout", "heatmap", "--preset", "epsilon"])
+    assert rc == 0, capsys.readouterr().err
+    assert photo.read_bytes() == before  # --out is the photo's folder: the input is not overwritten
+    _check_png(tmp_path / "photo_lrp.png", (16, 16))
+    record = json.loads((tmp_path / "explain.json").read_text())["inputs"][0]
+    assert record["target"] == 7
+    expected = _ATTRIBUTE(_tiny_model(3), _tiny_input(photo), target=7, composite="epsilon").relevance.sum()
+    assert record["relevance_sum"] == pytest.approx(float(expected), rel=1e-5, abs=1e-7)
+
+
+def _tiny_model(seed):
+    spec = importlib.util.spec_from_file_location("ex", REPO_ROOT / "examples" / "attribute_dataset_torchrun.py")
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    return ex.build_model(seed)
+
+
+def _tiny_input(photo):
+    from lrp_fx import assets, loaders
+
+    return loaders.preprocess_image(assets.load_image(photo), size=16)[0]
+
+
+def _tiny_bert(folder: Path) -> Path:
+    """A 1-layer BERT sentiment classifier with random weights and a 20-word WordPiece vocabulary, saved offline."""
+    transformers = pytest.importorskip("transformers")
+    folder.mkdir(parents=True, exist_ok=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "was", "great", "terrible"]
+    words += ["play", "##ing", "##ed", "a", "good", "bad", "film", "not", "<b>", "&"]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    tokenizer = transformers.BertTokenizer(str(folder / "vocab.txt"))  # positional: vocab_file (4.x) / vocab (5.x)
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=len(words),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=2,
+        id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
+    transformers.BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.skipif(_ATTRIBUTE is None, reason=_WHY_NO_CORE)
+def test_explain_text_with_hugging_face_folder(tmp_path, capsys):
+    bert = _tiny_bert(tmp_path / "bert")
+    out = tmp_path / "out"
+    texts = ["the movie was playing great", "a bad film"]
+    rc = cli.main(["explain", "--hf-model", str(bert), "--text", texts[0], "--text", texts[1], "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    stdout = capsys.readouterr().out
+    assert "preset 'attnlrp'" in stdout and "positive" in stdout and "negative" in stdout
+    page = (out / "text-1.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count('class="lrp-token"') == 7  # CLS, 5 words, SEP
+    assert ">playing<" in page  # play + ##ing merged into one word
+    records = json.loads((out / "explain.json").read_text())["inputs"]
+    assert records[0]["words"] == ["[CLS]", "the", "movie", "was", "playing", "great", "[SEP]"]
+    # the per-word relevance is the per-token relevance of lrp_fx.attribute, sub-words summed
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(bert)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(bert).eval()
+    enc = tokenizer(texts[0], return_tensors="pt")
+    inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    rel = _ATTRIBUTE(model, inputs, composite="attnlrp").relevance["input_ids"][0]
+    expected = [*rel[:4].tolist(), float(rel[4] + rel[5]), *rel[6:].tolist()]
+    assert records[0]["relevance"] == pytest.approx(expected, rel=1e-4, abs=1e-9)
+    # with the folder as MODEL and sub-words kept apart
+    rc = cli.main(["explain", str(bert), "--text", texts[0], "--out", str(out), "--no-merge-subwords"])
+    assert rc == 0, capsys.readouterr().err
+    assert ">##ing<" in (out / "text-1.html").read_text()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["explain", "resnet99", "chelsea"], "unknown model 'resnet99'"),
+        (["explain", TINY, "missing.png"], "image file not found: 'missing.png'"),
+        (["explain", TINY, "chelsea", "--preset", "nope"], "unknown composite preset 'nope'"),
+        (["explain", TINY, "chelsea", "--weights", "missing.pt"], "No such file or directory: 'missing.pt'"),
+        (["explain", TINY, "chelsea", "--text", "hello"], "--text needs a Hugging Face model folder"),
+        (["explain", TINY], "nothing to explain"),
+        (["explain", "no_such_module:build", "chelsea"], "cannot import 'no_such_module'"),
+        (["explain", TINY, "chelsea", "--size", "16", "--target", "10"], "class index in [0, 10)"),
+        (["explain", TINY, "chelsea", "--target", "cat"], "expected 'predicted' or a class index"),
+        (["coverage", "resnet99"], "unknown model 'resnet99'"),
+        (["coverage", TINY, "--input-shape", "1x3xQ"], "expected a shape like 1x3x224x224"),
+    ],
+)
+def test_explain_and_coverage_errors_are_one_line(argv, message, capsys):
+    assert cli.main(argv) == 2
+    lines = _error_lines(capsys)
+    assert len(lines) == 1, lines
+    assert message in lines[0] and lines[0].startswith(f"lrp-fx {argv[0]}: error")
+
+
+def test_explain_weights_that_do_not_fit(tmp_path, capsys):
+    weights = tmp_path / "other.pt"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), weights)
+    assert cli.main(["explain", TINY, "chelsea", "--weights", str(weights)]) == 2
+    (line,) = _error_lines(capsys)
+    assert "do not fit the model" in line and "missing" in line and "unexpected" in line
+
+
+@pytest.mark.skipif(_ATTRIBUTE is None, reason=_WHY_NO_CORE)
+def test_explain_unsupported_op_is_one_line(cumsum_spec, tmp_path, capsys):
+    argv = ["explain", cumsum_spec, "chelsea", "--size", "16", "--out", str(tmp_path)]
+    assert cli.main(argv) == 2
+    (line,) = _error_lines(capsys)
+    assert "MissingRuleError" in line and "aten.cumsum" in line and "cumsum_model.py" in line
+    assert "lrp-fx coverage" in line and "register_rule" not in line  # no code sample squeezed onto one line
+    with pytest.raises(lrp_fx_errors().MissingRuleError):
+        cli.main([*argv, "--debug"])
+
+
+def test_text_model_errors(tmp_path, capsys):
+    bert = _tiny_bert(tmp_path / "bert")
+    capsys.readouterr()  # save_pretrained's progress bar
+    assert cli.main(["explain", str(bert), "chelsea"]) == 2
+    assert "give texts with --text" in _error_lines(capsys)[0]
+    assert cli.main(["explain", "--hf-model", str(tmp_path), "--text", "x"]) == 2
+    assert "no config.json" in _error_lines(capsys)[0]
+
+
+def lrp_fx_errors():
+    from lrp_fx import errors
+
+    return errors
+
+
+def lrp_fx_api():
+    from lrp_fx import api
+
+    return api
+
+
+# ---------------------------------------------------------------------------------------------------- coverage
+@pytest.mark.skipif(_ATTRIBUTE is None, reason=_WHY_NO_CORE)
+def test_coverage_all_ruled_exits_0(tmp_path, capsys):
+    report = tmp_path / "cov.json"
+    rc = cli.main(["coverage", TINY, "--input-shape", "2x3x16x16", "--json", str(report)])
+    assert rc == 0, capsys.readouterr().err
+    stdout = capsys.readouterr().out
+    assert "OK: every live node has a rule" in stdout and "aten.convolution.default" in stdout
+    assert "promises:" in stdout
+    data = json.loads(report.read_text())
+    assert data["ok"] and data["live"] == data["ruled"] > 0 and data["missing"] == []
+    assert data["ops"]["aten.convolution.default"]["nodes"] == 2
+    assert data["promises"]["promises"] > 0
+
+
+@pytest.mark.skipif(_ATTRIBUTE is None, reason=_WHY_NO_CORE)
+def test_coverage_missing_rule_exits_1_with_source_line(cumsum_spec, capsys):
+    rc = cli.main(["coverage", cumsum_spec, "--input-shape", "1x3x8x8", "--no-ops"])
+    assert rc == 1
+    stdout = capsys.readouterr().out
+    assert "ops without a rule (1):" in stdout and "aten.cumsum.default  x1" in stdout
+    assert "cumsum_model.py" in stdout and "h.cumsum(1)" in stdout  # where in the user's code
+    assert "MISSING: 1 op(s), 1 live node(s) without a rule" in stdout
+
+
+@pytest.mark.skipif(_ATTRIBUTE is None, reason=_WHY_NO_CORE)
+def test_coverage_of_hugging_face_folder(tmp_path, capsys):
+    bert = _tiny_bert(tmp_path / "bert")
+    assert cli.main(["coverage", str(bert), "--no-ops"]) == 0, capsys.readouterr().err
+    stdout = capsys.readouterr().out
+    assert "input_ids: int64[1x16]" in stdout and "composite 'attnlrp'" in stdout

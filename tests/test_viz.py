@@ -190,3 +190,19 @@ def test_text_colours_and_escaping():
     assert pos[0] > pos[2] and neg[2] > neg[0]
     with pytest.raises(ValueError, match="tokens"):
         viz.text_heatmap_html(["a", "b"], [1.0])
+
+
+def test_save_text_heatmap_writes_a_page_with_title(tmp_path):
+    path = viz.save_text_heatmap(
+        tmp_path / "sub" / "t.html",
+        ["[CLS]", "play", "##ing", "<&>", "[SEP]"],
+        torch.tensor([0.0, 1.0, 0.5, -1.0, 0.0]),
+        merge_subwords=True,
+        title="LRP for <positive>",
+        caption="class 1 & more",
+    )
+    page = path.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert "<title>LRP for &lt;positive&gt;</title>" in page and "<p>class 1 &amp; more</p>" in page
+    assert page.count('class="lrp-token"') == 4 and ">playing<" in page and 'data-relevance="1.5"' in page
+    assert ">&lt;&amp;&gt;<" in page
