@@ -137,6 +137,10 @@ def capture(
     ``(({0: torch.export.Dim("batch")},), {})``); the captured graph's placeholders then carry symbolic sizes.
     """
     wrapped = _Selected(model, select)
+    if dynamic_shapes is None:
+        # torch.export reads torch._dynamo.mark_dynamic marks (a Python attribute of the tensor object) as dynamic
+        # dimensions; the program is built for the static shapes at hand, so capture through unmarked aliases
+        args, kwargs = pytree.tree_map_only(torch.Tensor, lambda t: t.detach(), (tuple(args), dict(kwargs)))
     if dynamic_shapes is not None:  # _Selected takes (*args, **kwargs): export wants the spec per parameter name
         dynamic_shapes = {"args": tuple(dynamic_shapes[0]), **({"kwargs": dict(dynamic_shapes[1])} if kwargs else {})}
     with eval_mode(model), torch.no_grad():

@@ -255,3 +255,15 @@ def test_unknown_preset_and_parameter():
         lrp_fx.attribute(model, torch.randn(1, 3), composite="nope")
     with pytest.raises(TypeError, match="needs low"):
         lrp_fx.attribute(model, torch.randn(1, 3), composite="epsilon_gamma_box")
+
+
+def test_inputs_marked_dynamic_for_torch_compile_are_attributed(cnn):
+    """``torch._dynamo.mark_dynamic`` marks (set for a compiled model) do not leak into ``attribute``'s capture."""
+    x = x_batch()
+    marked = x.clone()
+    torch._dynamo.mark_dynamic(marked, 0)
+    lrp_fx.CACHE.clear()
+    res = lrp_fx.attribute(cnn, marked, target=1, composite="epsilon")  # captured from the marked tensor
+    lrp_fx.CACHE.clear()
+    ref = lrp_fx.attribute(cnn, x, target=1, composite="epsilon")
+    torch.testing.assert_close(res.relevance, ref.relevance)

@@ -21,7 +21,7 @@ def stabilize(z: Tensor, eps: float = 1e-6, nonneg: bool = False) -> Tensor:
     # two passes instead of where(z >= 0, z + eps, z - eps)'s four. The one departure from the convention: at
     # z = -0.0 (an exact negative zero) this gives -eps where sgn(0) = +1 gives +eps; there the numerator of every
     # rule that divides by stab(z) is a multiple of z (R_x = x * ..., R_a = a * ...) and hence zero as well.
-    return z + torch.copysign(torch.tensor(eps, dtype=z.dtype, device=z.device), z)
+    return z + torch.copysign(z.new_full((), eps), z)  # new_full, not torch.tensor: traceable under fake modes
 
 
 def safe_divide(numerator: Tensor, denominator: Tensor, eps: float = 1e-6) -> Tensor:
