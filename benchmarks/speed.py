@@ -61,6 +61,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _measure  # noqa: E402
+import _zennit  # noqa: E402
 
 import lrp_fx  # noqa: E402
 
@@ -129,35 +130,11 @@ def preset_params(preset: str) -> dict[str, float]:
 
 
 def zennit_composite(preset: str, model_name: str):
-    import zennit.rules
-    import zennit.types
-    from zennit.composites import (
-        EpsilonAlpha2Beta1,
-        EpsilonAlpha2Beta1Flat,
-        EpsilonGammaBox,
-        EpsilonPlus,
-        EpsilonPlusFlat,
-        LayerMapComposite,
-        layer_map_base,
-    )
+    """Zennit's composite for ``preset`` with the canonizer of the model family (``_zennit.zennit_composite``)."""
     from zennit.torchvision import ResNetCanonizer, VGGCanonizer
 
     canonizers = [ResNetCanonizer() if model_name.startswith("resnet") else VGGCanonizer()]
-    if preset == "epsilon":
-        layer_map = layer_map_base() + [
-            (zennit.types.Convolution, zennit.rules.Epsilon()),
-            (torch.nn.Linear, zennit.rules.Epsilon()),
-        ]
-        return LayerMapComposite(layer_map=layer_map, canonizers=canonizers)
-    if preset == "epsilon_gamma_box":
-        return EpsilonGammaBox(low=LOW, high=HIGH, canonizers=canonizers)
-    cls = {
-        "epsilon_plus": EpsilonPlus,
-        "epsilon_plus_flat": EpsilonPlusFlat,
-        "epsilon_alpha2_beta1": EpsilonAlpha2Beta1,
-        "epsilon_alpha2_beta1_flat": EpsilonAlpha2Beta1Flat,
-    }[preset]
-    return cls(canonizers=canonizers)
+    return _zennit.zennit_composite(preset, canonizers, low=LOW, high=HIGH)
 
 
 def method_names(presets: list[str]) -> list[str]:

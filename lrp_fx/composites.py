@@ -98,11 +98,12 @@ def preset(name: str, **params: Any) -> Composite:
         groups.update(conv=Gamma(params.get("gamma", 0.25), stab), linear=dense)
         first = ZBox(params["low"], params["high"], stab)
     elif name == "attnlrp":  # AttnLRP (Achtibat et al. 2024); see docs/transformers.md
-        groups.update(conv=Epsilon(eps), linear=dense, matmul=UniformProduct(), attention=UniformProduct())
-        groups.update(softmax=Taylor(), mul=UniformProduct())
+        # products of two activations: Epsilon(eps) splits uniformly (as UniformProduct, whose eps is fixed at 1e-6)
+        groups.update(conv=Epsilon(eps), linear=dense, matmul=Epsilon(eps), attention=Epsilon(eps))
+        groups.update(softmax=Taylor(), mul=UniformProduct(), layernorm=Epsilon(eps))
     elif name == "cplrp":  # CP-LRP (Ali et al. 2022): attention probabilities are constants
         groups.update(conv=Epsilon(eps), linear=dense, matmul=ConstantAttention(eps), attention=ConstantAttention(eps))
-        groups.update(softmax=Stop(), mul=UniformProduct())
+        groups.update(softmax=Stop(), mul=UniformProduct(), layernorm=Epsilon(eps))
     else:
         raise ValueError(f"unknown composite {name!r}; presets: {', '.join(PRESETS)}")
     return Composite(name, groups, first)

@@ -22,7 +22,23 @@ marking pass; each is exact (the graph computes the same values):
   - ``"gate"``: in ``u * g`` where ``u`` is a scaled copy of some ``x`` and ``g`` an element-wise function of that
     same ``x`` only (GPT-2's ``gelu_new`` ``0.5 x (1 + tanh(...))``, exact GELU ``0.5 x (1 + erf(x / sqrt 2))``,
     ``x * sigmoid(x)``), the gate ``g`` is constant, so the decomposed activation passes relevance through unchanged
-    as the whole activation ops do.
+    as the whole activation ops do;
+  - ``"gate"`` also: in ``a * g`` where ``g`` is the output of a sigmoid-type function (``sigmoid``,
+    ``hardsigmoid``: a value in [0, 1]) and ``a`` is not, ``g`` is a gate (squeeze-excitation in EfficientNet,
+    MobileNetV3 and RegNetY; LSTM and GLU gates). Following Arras et al. (2017, "signal-take-all"), the gate is
+    constant and all relevance goes to the gated signal: splitting it uniformly would hand half of it to the
+    gate's logits, where ``R / stab(g)`` explodes for gates near zero.
+  - ``"decay"``: in a product of two activations (``mul``, or ``bmm``/``mm`` from an ``einsum``), a factor that is
+    the output of ``exp`` (through slices, reshapes, permutations and casts) is a state-space decay, the
+    discretised state matrix ``exp(dt * A)`` of Mamba's selective scan and Mamba-2's chunked scan. Following
+    MambaLRP (Rezaei Jafari et al., 2024) it is constant: the recurrence ``h_t = exp(dt_t A) h_{t-1} + B_t x_t`` is
+    then linear in the state, which receives all relevance of ``exp(dt_t A) * h_{t-1}``; with the uniform rule the
+    decay would take half of it at every step and pass it to ``dt`` through the identity on ``exp`` (and the
+    relevance of ``exp(0) = 1`` on Mamba-2's diagonal blocks would have nowhere to go);
+  - ``"router"``: in ``e * w`` where ``w`` is a mixture-of-experts router weight (the values of a ``topk`` over the
+    router's scores, possibly renormalised by their sum, reshaped or cast) and ``e`` an expert's output, ``w`` is a
+    gate: constant, so the expert output receives all of the product's relevance and the router none (Mixtral,
+    Qwen2-MoE, OLMoE).
 
 ``token_inputs(captured)`` lists the integer model inputs that feed an embedding as its indices (after hoisting):
 ``lrp_fx.attribute`` gives them per-token relevance.
@@ -30,6 +46,7 @@ marking pass; each is exact (the graph computes the same values):
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
@@ -90,6 +107,8 @@ ELEMENTWISE = {
     aten.softplus.default,
     aten.hardtanh.default,
 }
+# functions with values in [0, 1] whose product with a signal is a gate
+GATE_FUNCTIONS = {aten.sigmoid.default, aten.hardsigmoid.default}
 _SCALINGS = {aten.mul.Tensor, aten.mul.Scalar, aten.div.Tensor, aten.div.Scalar, aten.neg.default}
 
 # index chains that may sit between token ids and an embedding (each maps positions, never values)
@@ -289,6 +308,44 @@ def _scaled_copy_of(node: Any, root: fx.Node, dependent: set[fx.Node]) -> bool:
     return True
 
 
+def _is_gate(node: Any) -> bool:
+    """Whether ``node`` is a sigmoid-type function's output, possibly reshaped (``g[:, :, None, None]``)."""
+    while isinstance(node, fx.Node) and node.op == "call_function" and node.target in _INDEX_CHAIN:
+        node = node.args[0]
+    return isinstance(node, fx.Node) and node.op == "call_function" and node.target in GATE_FUNCTIONS
+
+
+# ops between a router's top-k values and the product with an expert's output (reshapes, casts, normalisation)
+_ROUTER_PATH = _INDEX_CHAIN | {aten.div.Tensor, aten.div.Scalar, aten.mul.Scalar}
+
+
+def _is_router_weight(node: Any) -> bool:
+    """Whether ``node`` is a mixture-of-experts router weight: the values of a ``topk`` (of the router's softmax or
+    sigmoid scores), possibly renormalised (``w / sum(w)``), scaled by a number, reshaped or cast."""
+    for _ in range(16):
+        if not isinstance(node, fx.Node) or node.op != "call_function":
+            return False
+        if node.target is operator.getitem:
+            src = node.args[0]
+            return isinstance(src, fx.Node) and src.target is aten.topk.default and node.args[1] == 0
+        if node.target not in _ROUTER_PATH:
+            return False
+        node = node.args[0]  # the numerator of a renormalisation, the tensor of a reshape or cast
+    return False
+
+
+_MATMULS = {aten.bmm.default, aten.mm.default}
+
+
+def _is_decay(node: Any) -> bool:
+    """Whether ``node`` is the output of ``exp``, possibly sliced, reshaped, permuted or cast: a state-space model's
+    discretised state matrix ``exp(dt * A)`` (Mamba's ``discrete_A``; Mamba-2's segment-sum decays ``L``,
+    ``decay_states``, ``decay_chunk``, ``state_decay_out``)."""
+    while isinstance(node, fx.Node) and node.op == "call_function" and node.target in _INDEX_CHAIN:
+        node = node.args[0]
+    return isinstance(node, fx.Node) and node.op == "call_function" and node.target is aten.exp.default
+
+
 def mark_constants(gm: fx.GraphModule, dependent: set[fx.Node]) -> int:
     marked = 0
     memo: dict = {}
@@ -310,6 +367,18 @@ def mark_constants(gm: fx.GraphModule, dependent: set[fx.Node]) -> int:
             mark(node, "normaliser")
         elif node.target is aten.mul.Tensor and all(a in dependent for a in node.args[:2]):
             u, v = node.args[:2]
+            gu, gv = (_is_gate(a) for a in (u, v))
+            if gu != gv:  # exactly one operand is a sigmoid-type gate
+                mark(u if gu else v, "gate")
+                continue
+            ru, rv = (_is_router_weight(a) for a in (u, v))
+            if ru != rv:  # exactly one operand is a mixture-of-experts router weight
+                mark(u if ru else v, "router")
+                continue
+            du, dv = (_is_decay(a) for a in (u, v))
+            if du != dv:  # exactly one operand is a state-space decay exp(dt * A)
+                mark(u if du else v, "decay")
+                continue
             su, sv = _ew_sources(u, dependent, memo), _ew_sources(v, dependent, memo)
             if len(su) == 1 and su == sv and u is not v:
                 (root,) = su
@@ -318,6 +387,11 @@ def mark_constants(gm: fx.GraphModule, dependent: set[fx.Node]) -> int:
                     mark(v, "gate")
                 elif cv and not cu and len(u.users) == 1:
                     mark(u, "gate")
+        elif node.target in _MATMULS and all(a in dependent for a in node.args[:2]):
+            u, v = node.args[:2]
+            du, dv = (_is_decay(a) for a in (u, v))
+            if du != dv:  # a state-space decay matrix (Mamba-2's inter-chunk recurrence)
+                mark(u if du else v, "decay")
     return marked
 
 

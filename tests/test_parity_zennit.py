@@ -8,6 +8,8 @@ comparison measures the rules, not that artifact. Running statistics and affine 
 from __future__ import annotations
 
 import copy
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,35 +19,25 @@ import lrp_fx
 
 zennit = pytest.importorskip("zennit")
 from zennit.attribution import Gradient  # noqa: E402
-from zennit.composites import (  # noqa: E402
-    EpsilonAlpha2Beta1,
-    EpsilonAlpha2Beta1Flat,
-    EpsilonGammaBox,
-    EpsilonPlus,
-    EpsilonPlusFlat,
-    LayerMapComposite,
-    layer_map_base,
-)
-from zennit.rules import Epsilon as ZEpsilon  # noqa: E402
 from zennit.torchvision import ResNetCanonizer, VGGCanonizer  # noqa: E402
-from zennit.types import Convolution  # noqa: E402
 
 LOW, HIGH = -2.5, 2.5
 
 
+def _load_zennit_helpers():
+    """``benchmarks/_zennit.py``: the Zennit composite equivalent to each preset (shared with the benchmarks)."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "_zennit.py"
+    spec = importlib.util.spec_from_file_location("lrp_fx_benchmarks_zennit", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_ZENNIT = _load_zennit_helpers()
+
+
 def _zennit_composite(name: str, canonizers):
-    if name == "epsilon":
-        layer_map = layer_map_base() + [(Convolution, ZEpsilon()), (torch.nn.Linear, ZEpsilon())]
-        return LayerMapComposite(layer_map=layer_map, canonizers=canonizers)
-    if name == "epsilon_gamma_box":
-        return EpsilonGammaBox(low=LOW, high=HIGH, canonizers=canonizers)
-    cls = {
-        "epsilon_plus": EpsilonPlus,
-        "epsilon_plus_flat": EpsilonPlusFlat,
-        "epsilon_alpha2_beta1": EpsilonAlpha2Beta1,
-        "epsilon_alpha2_beta1_flat": EpsilonAlpha2Beta1Flat,
-    }[name]
-    return cls(canonizers=canonizers)
+    return _ZENNIT.zennit_composite(name, canonizers, low=LOW, high=HIGH)
 
 
 def _randomize_bn(model: torch.nn.Module, gen: torch.Generator) -> None:

@@ -88,7 +88,7 @@ def proportional_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     return call.assign(shares)
 
 
-@register_rule(aten.mul.Tensor, group="mul", accepts=(UniformProduct, Pass), default=UniformProduct())
+@register_rule(aten.mul.Tensor, group="mul", accepts=(UniformProduct,), default=UniformProduct())
 def product(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     """``y = a * b``.
 
@@ -151,15 +151,30 @@ def batch_norm(call: RuleCall, relevance: list) -> list[Tensor | None]:
     return call.first(r_x)
 
 
-@register_rule(aten.native_layer_norm.default, group="layernorm", accepts=(Pass,), default=Pass())
+@register_rule(aten.native_layer_norm.default, group="layernorm", accepts=(Pass, Epsilon), default=Pass())
 def layer_norm(call: RuleCall, relevance: list) -> list[Tensor | None]:
-    """``y = (x - mean) * rstd * gamma + beta``: the normaliser is constant (identity through it, as in AttnLRP);
-    the affine part uses epsilon, so ``R_x = (y - beta) * R / stab(y)`` and ``beta`` absorbs its share."""
+    """``y = (x - mean) * rstd * gamma + beta`` with the normaliser ``rstd`` constant.
+
+    * ``Pass``: the centring counts as element-wise, ``R_x = (y - beta) * R / stab(y)`` (eps 1e-6);
+    * ``Epsilon(eps)`` (CP-LRP's and AttnLRP's rule, used by those presets): the epsilon rule on the map made linear,
+      centring included: ``v = gamma * rstd * R / stab(y)``, ``R_x = x * (v - mean(v))`` over the normalised dims
+      (what a hand-written layer norm with a constant normaliser gets).
+
+    Both give ``sum R_x = sum (y - beta) * R / stab(y)``; ``beta`` absorbs the rest."""
     r = relevance[0]
     if r is None:
         return call.assign({})
     y = call.out(support_only=True)[0]
     beta = call.arg(3)
+    if isinstance(call.rule, Epsilon):
+        x, gamma = call.arg(0), call.arg(2)
+        v = r / stabilize(y, call.rule.epsilon) * call.out(index=2)
+        v = v if gamma is None else v * gamma
+        dims = tuple(range(-len(call.node.args[1]), 0))
+        r_x = x * (v - v.mean(dims, keepdim=True))
+        if call.track:
+            call.absorb(r - r_x)
+        return call.first(r_x)
     s = r / stabilize(y, 1e-6)
     centred = y if beta is None else y - beta
     r_x = centred * s

@@ -15,6 +15,11 @@ from .routing import route
 
 MISC_ROUTING_OPS = [
     aten.as_strided.default,
+    aten.topk.default,
+    aten.sort.default,
+    aten.sort.stable,
+    aten.max.dim,
+    aten.min.dim,
 ]
 
 register_rule(MISC_ROUTING_OPS, group="routing", accepts=(Route,), default=Route())(route)

@@ -23,6 +23,9 @@ A node is a normaliser when
 
 Centring (``x - mean(x)`` in a hand-written layer norm) is not a normaliser: the mean is linear in ``x`` and its share
 flows back to ``x`` through the ``sub`` and ``mean`` rules, conservatively.
+
+Group norm stays whole (``aten.native_group_norm``, met in the convolutional feature encoders of wav2vec 2.0 and
+HuBERT) and gets the layer-norm rule: statistics constant, epsilon on the per-channel affine part.
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ from __future__ import annotations
 import operator
 
 import torch
-from torch import fx
+from torch import Tensor, fx
+
+from .base import Pass
+from .call import RuleCall
+from .registry import register_rule
+from .stabilize import stabilize
 
 aten = torch.ops.aten
 
@@ -126,3 +134,21 @@ def is_normaliser(node: fx.Node, dependent: set[fx.Node]) -> bool:
     """Whether ``node`` computes a normaliser of an activation (see module docstring); ``dependent`` holds the nodes
     computed from model inputs."""
     return _root_of_statistic(node, dependent) and _scales_an_activation(node, dependent)
+
+
+@register_rule(aten.native_group_norm.default, group="layernorm", accepts=(Pass,), default=Pass())
+def group_norm(call: RuleCall, relevance: list) -> list[Tensor | None]:
+    """``y = (x - mean_g) * rstd_g * gamma_c + beta_c`` (statistics per sample and group of channels): the statistics
+    are constant (as for layer norm, AttnLRP's choice), epsilon on the affine part: ``R_x = (y - beta) * R / stab(y)``,
+    ``beta`` broadcast over the channel dimension 1; ``beta`` absorbs the rest. Exact without ``beta``."""
+    r = relevance[0]
+    if r is None:
+        return call.assign({})
+    y = call.out(support_only=True)[0]
+    beta = call.arg(2)
+    s = r / stabilize(y, 1e-6)
+    centred = y if beta is None else y - beta.view(1, -1, *([1] * (y.dim() - 2)))
+    r_x = centred * s
+    if call.track:
+        call.absorb(r - r_x)
+    return call.first(r_x)

@@ -3,7 +3,8 @@
 * ``mul.Scalar``, ``div.Scalar`` (``Pass``): ``R_x = R``, the epsilon rule of ``y = c x``; exact.
 * ``add.Scalar``, ``sub.Scalar``, ``rsub.Scalar`` (``Norm``/``Epsilon``): ``R_x = +-alpha x R / stab(y)``; the scalar
   keeps the rest, recorded as absorbed (as a bias).
-* ``exp``, ``log``, ``sqrt``, ``rsqrt``, ``pow(x, c)``, ``reciprocal``, ``sin``, ``cos``, ``erf``, ``abs`` (``Pass``):
+* ``exp``, ``log``, ``sqrt``, ``rsqrt``, ``pow(x, c)``, ``reciprocal``, ``sin``, ``cos``, ``erf``, ``abs`` and the
+  other unary functions of ``UNARY`` (``tan``, ``atan``, ``sinh``, ``expm1``, ``log1p``, ``erfc``, ...) (``Pass``):
   ``R_x = R``; exact.
 * ``where(c, a, b)``, ``masked_fill(x, m, v)`` (``Route``): ``R_a = where(c, R, 0)``, ``R_b = where(c, 0, R)``; the
   relevance of positions taken from a constant (the fill value) stays there, recorded as absorbed.
@@ -12,9 +13,10 @@ Unary functions get the identity (as activations do, AttnLRP's choice for elemen
 function computes a normaliser (``rsqrt(mean(x^2) + eps)``) it never receives relevance: ``lrp_fx.prepare`` marks the
 normaliser constant. The condition of ``where`` and the mask of ``masked_fill`` are booleans and carry no relevance.
 
-``cumulative_sum`` (``aten.cumsum``) is provided but not registered by default: ``docs/rules.md`` uses cumsum as its
-"add a rule" example and the tests use it as the op without a rule. Register it with
-``register_rule(aten.cumsum.default, group="pool", accepts=(Norm, Epsilon), default=Norm(), replace=True)``.
+* ``cumsum`` (``Norm``/``Epsilon``, group ``pool``): ``R_x[i] = x[i] * sum_{j >= i} R[j] / stab(y[j])``, each summand
+  of a prefix sum gets relevance in proportion to its value (the sum rule applied to every prefix); conservative up
+  to the stabiliser. Met in the chunked scan of Mamba-2 (segment sums of the discretised decay rates). Cumulative
+  sums of masks (position ids) are integer and carry no relevance.
 """
 
 from __future__ import annotations
@@ -70,6 +72,20 @@ UNARY = [
     aten.cos.default,
     aten.erf.default,
     aten.abs.default,
+    aten.tan.default,
+    aten.atan.default,
+    aten.asin.default,
+    aten.acos.default,
+    aten.sinh.default,
+    aten.cosh.default,
+    aten.asinh.default,
+    aten.atanh.default,
+    aten.expm1.default,
+    aten.log1p.default,
+    aten.log2.default,
+    aten.log10.default,
+    aten.exp2.default,
+    aten.erfc.default,
 ]
 
 
@@ -110,6 +126,7 @@ def masked_fill(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     return call.first(r)
 
 
+@register_rule(aten.cumsum.default, group="pool", accepts=(Norm, Epsilon), default=Norm())
 def cumulative_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     """``y = cumsum(x, dim)`` (linear, weights 0 or 1): ``s = R / stab(y)``, ``R_x[i] = x[i] * sum_{j >= i} s[j]``.
     Conservative up to the stabiliser: ``sum R_x = sum s * y``."""

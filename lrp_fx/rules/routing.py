@@ -8,7 +8,9 @@ copied input (expand, repeat) collects the relevance of all its copies. One gene
 from __future__ import annotations
 
 import operator
+from typing import Any
 
+import torch
 from torch import Tensor
 
 from .autodiff import vjp_multi
@@ -96,10 +98,35 @@ def _routing_vjp(call: RuleCall, relevance) -> list[Tensor | None]:
     return out
 
 
+# routing ops that may hand relevance to something other than their tensor inputs: the fill value of a pad, and
+# the rounding of a cast to a narrower dtype
+_LOSSY_ROUTING = {aten.constant_pad_nd.default, aten._to_copy.default}
+
+
+def _loses_relevance(call: RuleCall) -> bool:
+    """Whether ``J^T R`` can sum to less than ``R`` at this node: a constant tensor input (``cat`` of a class token
+    and patch embeddings), a pad value, or a cast. Every other routing op maps each output element to one input
+    element (copies summed back), so its routing is exactly conservative."""
+    return call.node.target in _LOSSY_ROUTING or any(not call.is_activation(n) for n in call.inputs)
+
+
+def _sum64(ts: Any) -> Tensor | float:
+    parts = [t.to(torch.float64).sum() for t in (ts if isinstance(ts, (list, tuple)) else [ts]) if t is not None]
+    return sum(parts) if parts else 0.0
+
+
 @register_rule(ROUTING_OPS, group="routing", accepts=(Route,), default=Route())
 def route(call: RuleCall, relevance) -> list[Tensor | None]:
-    """Exact routing: ``R_x = J^T R`` for an op that only selects, moves or copies its input."""
-    return _routing_vjp(call, relevance)
+    """Exact routing: ``R_x = J^T R`` for an op that only selects, moves or copies its input.
+
+    Conservative, except where part of the output comes from a constant: positions taken from a constant tensor
+    input (a ViT's class token in ``cat``) or from a pad value keep their relevance, and a cast to a narrower dtype
+    rounds it; ``sum R - sum R_x`` is then recorded as absorbed (with ``track_absorbed``), so it is accounted, not
+    lost."""
+    out = _routing_vjp(call, relevance)
+    if call.track and _loses_relevance(call):
+        call.absorb(torch.as_tensor(_sum64(relevance) - _sum64(out)))
+    return out
 
 
 def gradient_fallback(call: RuleCall, relevance) -> list[Tensor | None]:

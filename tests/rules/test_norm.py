@@ -81,3 +81,32 @@ def test_hand_written_layer_norm_conserves():
     torch.testing.assert_close(res.relevance.sum() + sum(res.absorbed.values()), R.sum())  # only stabilisers absorb
     torch.testing.assert_close(res.relevance.sum(), R.sum(), rtol=1e-2, atol=0)
     assert "aten.sqrt.default" not in _ops(res)
+
+
+def test_layer_norm_module_is_the_epsilon_rule_with_constant_normaliser():
+    """``nn.LayerNorm`` (``native_layer_norm``) under the transformer presets: the epsilon rule on the map made linear
+    by a constant normaliser, centring included (``R_x = x * (v - mean(v))``, ``v = gamma * rstd * R / stab(y)``),
+    which is what the hand-written layer norm gets from the ``sub`` and ``mean`` rules. ``Pass`` keeps the element-wise
+    variant ``R_x = (y - beta) * R / stab(y)``."""
+    ln = nn.LayerNorm(8, dtype=D)
+    with torch.no_grad():
+        ln.weight.normal_()
+        ln.bias.normal_()
+    x, R = torch.randn(3, 4, 8, dtype=D) + 0.5, torch.randn(3, 4, 8, dtype=D)
+    y = ln(x).detach()
+    rstd = torch.rsqrt(x.var(-1, unbiased=False, keepdim=True) + ln.eps)
+    v = ln.weight.detach() * rstd * R / stab(y)
+    expected = x * (v - v.mean(-1, keepdim=True))
+    for composite in ("attnlrp", "cplrp"):
+        res = lrp_fx.attribute(ln, x, target=R, composite=composite)
+        torch.testing.assert_close(res.relevance, expected)
+
+    def fn(m, x):
+        u = x.mean(-1, keepdim=True)
+        return (x - u) * torch.rsqrt((x - u).pow(2).mean(-1, keepdim=True) + 1e-5) * m.w + m.b
+
+    hand = Fn(fn, w=ln.weight.detach().clone(), b=ln.bias.detach().clone())
+    tiny = dict(epsilon=1e-12, stabilizer=1e-12)  # the stabilisers sit in different places
+    torch.testing.assert_close(_attr(hand, x, R, **tiny).relevance, _attr(ln, x, R, **tiny).relevance)
+    passed = lrp_fx.attribute(ln, x, target=R, composite="attnlrp", overrides={nn.LayerNorm: lrp_fx.rules.Pass()})
+    torch.testing.assert_close(passed.relevance, (y - ln.bias.detach()) * R / stab(y))

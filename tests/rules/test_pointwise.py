@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import lrp_fx
-from lrp_fx.rules import Norm, registry
+from lrp_fx.rules import registry
 from lrp_fx.rules.pointwise import cumulative_sum
 
 from ._reference import stab
@@ -87,14 +87,10 @@ def test_masked_fill_and_mask_paths_carry_no_relevance():
 
 
 def test_cumsum_rule_function():
+    assert registry.get_rule(aten.cumsum.default).fn is cumulative_sum  # registered by default
     x, R = torch.rand(2, 5, dtype=D) + 0.1, torch.randn(2, 5, dtype=D)
-    registry.register_rule(aten.cumsum.default, group="pool", accepts=(Norm,), default=Norm(), replace=True)(
-        cumulative_sum
-    )
-    try:
-        res = _attr(Fn(lambda m, x: torch.cumsum(x, 1)), x, R)
-    finally:  # cumsum stays rule-less (the missing-rule tests and docs/rules.md use it)
-        registry._RULES.pop(aten.cumsum.default, None)
+    res = _attr(Fn(lambda m, x: torch.cumsum(x, 1)), x, R, track_absorbed=True)
+    torch.testing.assert_close(res.relevance.sum() + sum(res.absorbed.values()), R.sum())
     y = torch.cumsum(x, 1)
     M = torch.tril(torch.ones(5, 5, dtype=D))  # y = x M^T: y_i = sum_{j <= i} x_j
     expected = (x[:, None, :] * M * (R / stab(y))[:, :, None]).sum(1)
@@ -146,3 +142,20 @@ def test_gating_two_different_activations_splits_uniformly():
     res = _attr(Fn(lambda m, a, b: torch.nn.functional.silu(a) * b), (a, b), R)
     torch.testing.assert_close(res.relevance[0], R / 2)
     torch.testing.assert_close(res.relevance[1], R / 2)
+
+
+@pytest.mark.parametrize("gate", [torch.sigmoid, torch.nn.functional.hardsigmoid])
+def test_squeeze_excitation_gate_is_a_constant(gate):
+    """``x * gate(fc(mean(x)))``: the gate is constant (signal-take-all), ``x`` receives all of ``R``; the gate's
+    branch receives nothing, so its near-zero logits cannot blow the relevance up."""
+    torch.manual_seed(0)
+    fc = nn.Linear(4, 4).double()
+
+    def se(m, x):
+        g = gate(m.fc(x.mean(dim=(2, 3))))
+        return x * g[:, :, None, None]
+
+    model = Fn(se)
+    model.fc = fc
+    x, R = torch.randn(2, 4, 3, 3, dtype=D), torch.randn(2, 4, 3, 3, dtype=D)
+    torch.testing.assert_close(_attr(model, x, R).relevance, R)
