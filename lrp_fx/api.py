@@ -216,7 +216,12 @@ def attribute(
         seed = torch.zeros(shape, dtype=dtype, device=ref.device)
     else:
         seed = _make_seed(target, None, shape, dtype, ref.device)
+    runs = program.weight_cache.runs
     result = program(model, leaves, seed)
+    if program.weight_cache.runs != runs:  # fresh cached weights: other programs' caches of this model are stale or
+        for other in per_model.values():  # duplicates, and would pin replaced parameters (e.g. after model.double())
+            if other is not program:
+                other.weight_cache.clear()
     rel_leaves: list[Any] = [None] * len(leaves)
     for i, r in zip(program.float_inputs, result["relevance"]):
         rel_leaves[i] = r

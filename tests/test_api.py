@@ -132,6 +132,8 @@ def test_cached_weights_equal_recomputed_ones_and_follow_every_update(cnn, compo
     cnn.load_state_dict(small_cnn().state_dict())  # copied in place
     both()
     assert program.weight_cache.runs == 4
+    lrp_fx.attribute(cnn, x_batch(5), target=1, composite=composite, **kw)  # another program for this model
+    assert program.weight_cache.nbytes == 0 and not program.weight_cache.refs  # releases the first one's cache
 
 
 def test_model_state_is_untouched(cnn):
