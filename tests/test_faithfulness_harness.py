@@ -1,0 +1,144 @@
+"""The perturbation harness of ``benchmarks/faithfulness.py`` (``benchmarks/_flipping.py``) on cases with a known
+answer, so that the benchmark cannot silently report nonsense.
+
+The main case is a linear model ``f(x) = w . x`` with a zero baseline: removing feature ``i`` lowers the output by
+exactly ``w_i x_i``, so gradient x input is the exact contribution of each feature, its MoRF/LeRF curves can be
+written down by hand, and no ordering of the features has a larger ABPC.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "_flipping.py"
+_spec = importlib.util.spec_from_file_location("lrp_fx_benchmarks_flipping", _PATH)
+fl = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = fl  # dataclasses look the module up
+_spec.loader.exec_module(fl)
+
+W = torch.tensor([4.0, 3.0, 2.0, 1.0], dtype=torch.float64)
+X = torch.ones(4, dtype=torch.float64)
+
+
+def _linear_task(w: torch.Tensor = W, x: torch.Tensor = X) -> fl.FlipTask:
+    """Features are the entries of ``x``; removing one sets it to 0; the measure is the output ``w . x``."""
+    return fl.FlipTask(
+        n_features=x.numel(),
+        perturb=lambda masks: torch.where(masks, torch.zeros_like(x), x),
+        score=lambda batch: batch @ w,
+    )
+
+
+def test_step_counts():
+    assert fl.step_counts(4, 4) == [0, 1, 2, 3, 4]
+    assert fl.step_counts(196, 15)[0] == 0 and fl.step_counts(196, 15)[-1] == 196
+    assert fl.step_counts(10, 4) == [0, 2, 5, 8, 10]  # round half to even: 2.5 -> 2, 7.5 -> 8
+
+
+def test_linear_model_curves_by_hand():
+    """Contributions 4, 3, 2, 1 (sum 10). MoRF: 10, 6, 3, 1, 0; LeRF: 10, 9, 7, 4, 0.
+    AUC (trapezoid over [0, 1], 4 intervals of 1/4): MoRF (8 + 4.5 + 2 + 0.5) / 4 = 3.75, LeRF (9.5 + 8 + 5.5 + 2) / 4
+    = 6.25; ABPC = 2.5."""
+    task = _linear_task()
+    res = fl.evaluate(task, W * X, steps=4, generator=torch.Generator().manual_seed(0))
+    assert res.morf[:, 0].tolist() == [10.0, 6.0, 3.0, 1.0, 0.0]
+    assert res.lerf[:, 0].tolist() == [10.0, 9.0, 7.0, 4.0, 0.0]
+    assert fl.auc(res.morf[:, 0]).item() == pytest.approx(3.75)
+    assert fl.auc(res.lerf[:, 0]).item() == pytest.approx(6.25)
+    assert res.abpc.item() == pytest.approx(2.5)
+
+
+def test_linear_model_comprehensiveness_sufficiency_by_hand():
+    """Fractions 25 % and 50 % of 4 features: k = 1, 2. Comprehensiveness: mean(10 - 6, 10 - 3) = 5.5;
+    sufficiency (keep only the top k): mean(10 - 4, 10 - 7) = 4.5."""
+    task = _linear_task()
+    order = fl.ranking(W * X, most_relevant_first=True)
+    comp, suff = fl.comprehensiveness_sufficiency(task, order, torch.tensor([10.0]), fractions=(0.25, 0.5))
+    assert comp.item() == pytest.approx(5.5)
+    assert suff.item() == pytest.approx(4.5)
+
+
+def test_exact_attribution_has_the_largest_abpc():
+    """Over all 120 orderings of five features with mixed-sign contributions, the exact contributions (gradient x
+    input of the linear model) reach the largest ABPC, the reversed ordering the smallest, and a random ordering
+    averages about zero."""
+    w = torch.tensor([2.0, -1.0, 0.5, 3.0, -0.25], dtype=torch.float64)
+    x = torch.tensor([1.0, 2.0, -2.0, 0.5, 4.0], dtype=torch.float64)
+    task = _linear_task(w, x)
+    exact = fl.evaluate(task, w * x, steps=5).abpc.item()
+    reverse = fl.evaluate(task, -(w * x), steps=5).abpc.item()
+    best = worst = None
+    for perm in itertools.permutations(range(5)):
+        scores = torch.empty(5, dtype=torch.float64)
+        scores[list(perm)] = torch.arange(5, 0, -1, dtype=torch.float64)  # perm[0] is removed first
+        value = fl.evaluate(task, scores, steps=5).abpc.item()
+        best = value if best is None else max(best, value)
+        worst = value if worst is None else min(worst, value)
+    assert exact == pytest.approx(best)
+    assert reverse == pytest.approx(worst) == pytest.approx(-exact)
+    gen = torch.Generator().manual_seed(0)
+    random = [fl.evaluate(task, torch.rand(5, generator=gen), steps=5).abpc.item() for _ in range(200)]
+    assert abs(sum(random) / len(random)) < 0.1 * exact
+
+
+def test_measures_are_memoised_per_removal_mask():
+    """A second method with the same ordering costs no model evaluation; step 0 and the last step are shared."""
+    task = _linear_task()
+    fl.evaluate(task, W * X, steps=4)
+    first = task.evaluated
+    # MoRF: 5 points; LeRF adds 3 (the first and last are shared); the ERASER bins (k = 1, 2 of 4 features) remove
+    # the top 1 or 2 (MoRF points) or keep only them (LeRF points): nothing new
+    assert first == 5 + 3
+    again = fl.evaluate(task, 2 * W * X, steps=4)
+    assert task.evaluated == first and again.abpc.item() == pytest.approx(2.5)
+
+
+def test_ties_are_broken_randomly_not_by_position():
+    gen = torch.Generator().manual_seed(0)
+    firsts = {fl.ranking(torch.zeros(6), generator=gen)[0].item() for _ in range(50)}
+    assert len(firsts) > 3
+
+
+def test_patches_and_baselines():
+    attribution = torch.arange(2 * 4 * 4, dtype=torch.float64).reshape(2, 4, 4)
+    scores = fl.patch_scores(attribution, 2)
+    both = attribution.sum(0)
+    assert scores.tolist() == [both[:2, :2].sum(), both[:2, 2:].sum(), both[2:, :2].sum(), both[2:, 2:].sum()]
+    mask = fl.expand_patches(torch.tensor([[False, True, False, False]]), 4, 4, 2)
+    assert mask.shape == (1, 1, 4, 4) and mask[0, 0, :2, 2:].all() and mask.sum() == 4
+    x = torch.rand(1, 3, 28, 28, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(fl.blur_baseline(torch.full_like(x, 0.3)), torch.full_like(x, 0.3))
+    assert fl.gaussian_kernel(51, 20.0).sum().item() == pytest.approx(1.0)
+    blurred = fl.blur_baseline(x)
+    assert blurred.shape == x.shape and blurred.std() < 0.2 * x.std()  # sigma 20 on 28 px: nearly flat
+    assert fl.mean_baseline(x)[0, :, 0, 0].tolist() == pytest.approx(x.mean((2, 3))[0].tolist())
+
+
+def test_image_task_end_to_end():
+    """A linear "image model" whose evidence sits in one 2x2 patch: the exact attribution removes it first (MoRF
+    drops to the baseline output at once), the reversed attribution last."""
+    x = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+    x[0, 0, 2:, 2:] = 1.0
+    w = torch.ones(16, dtype=torch.float64)
+    task = fl.FlipTask(
+        n_features=4,
+        perturb=lambda masks: torch.where(fl.expand_patches(masks, 4, 4, 2), torch.zeros_like(x), x),
+        score=lambda batch: batch.flatten(1) @ w,
+    )
+    scores = fl.patch_scores((x * w.view(1, 1, 4, 4))[0], 2)
+    res = fl.evaluate(task, scores, steps=4, generator=torch.Generator().manual_seed(0))
+    assert res.morf[:, 0].tolist() == [4.0, 0.0, 0.0, 0.0, 0.0]
+    assert res.lerf[:, 0].tolist() == [4.0, 4.0, 4.0, 4.0, 0.0]
+    assert res.abpc.item() == pytest.approx(3.5 - 0.5)  # AUC: (4 + 4 + 4 + 4 / 2) / 4 and (4 / 2) / 4
+
+
+def test_mean_sem():
+    mean, sem = fl.mean_sem([1.0, 2.0, 3.0, 4.0])
+    assert mean == pytest.approx(2.5)
+    assert sem == pytest.approx(torch.tensor([1.0, 2.0, 3.0, 4.0]).std().item() / 2)
