@@ -70,6 +70,7 @@ import _data  # noqa: E402
 import _flipping as fl  # noqa: E402
 import _measure  # noqa: E402
 import _models  # noqa: E402
+import _zennit  # noqa: E402
 
 import lrp_fx  # noqa: E402
 
@@ -78,14 +79,7 @@ DOC = ROOT / "docs" / "faithfulness.md"
 IMAGES = ROOT / "docs" / "images"
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("efficientnet_lite0", "fashion_vgg", "minilm_sentiment")
-CNN_PRESETS = (
-    "epsilon",
-    "epsilon_plus",
-    "epsilon_plus_flat",
-    "epsilon_gamma_box",
-    "epsilon_alpha2_beta1",
-    "epsilon_alpha2_beta1_flat",
-)
+CNN_PRESETS = _zennit.ZENNIT_PRESETS  # the CNN presets: Zennit has a composite of the same name for each
 TEXT_PRESETS = ("attnlrp", "cplrp", "epsilon")
 #: Extra lrp_fx rule-parameter variants per model (label suffix, preset, params), reported next to the presets.
 VARIANTS: dict[str, list[tuple[str, str, dict[str, float]]]] = {
@@ -314,8 +308,6 @@ def _lrp_method(bench: Bench, label: str, preset: str, params: dict[str, Any]) -
 def _zennit_method(
     bench: Bench, preset: str, label: str | None = None, params: dict[str, float] | None = None
 ) -> Method:
-    import _zennit
-
     low, high = bench.extra["box"]
     model = copy.deepcopy(bench.model)
     if bench.name == "efficientnet_lite0":
