@@ -125,6 +125,18 @@ def _describe_inputs(inputs: Any) -> str:
     return one(inputs)
 
 
+def _add_missing(missing: dict[str, MissingOp], op: str, node: str, source: str, max_sources: int) -> None:
+    """Record one node of ``op`` without a rule, and its source line (up to ``max_sources`` distinct ones)."""
+    entry = missing.setdefault(op, MissingOp(op, [], []))
+    entry.nodes.append(node)
+    if source not in entry.sources and len(entry.sources) < max_sources:
+        entry.sources.append(source)
+
+
+def _composite_name(composite: Any) -> str:
+    return composite if isinstance(composite, str) else getattr(composite, "name", repr(composite))
+
+
 def coverage(
     model: nn.Module,
     inputs: Any,
@@ -155,16 +167,12 @@ def coverage(
     for a in program.assignments:
         if not a.fallback:
             continue
-        entry = missing.setdefault(a.op, MissingOp(a.op, [], []))
-        entry.nodes.append(a.node)
         node = by_name.get(a.node)
-        src = user_frame(node) if node is not None else "<unknown>"
-        if src not in entry.sources and len(entry.sources) < max_sources:
-            entry.sources.append(src)
+        _add_missing(missing, a.op, a.node, user_frame(node) if node is not None else "<unknown>", max_sources)
     return CoverageReport(
         model=name or type(model).__name__,
         inputs=_describe_inputs(inputs),
-        composite=composite if isinstance(composite, str) else getattr(composite, "name", repr(composite)),
+        composite=_composite_name(composite),
         nodes=len(calls),
         op_counts=dict(op_counts),
         live=len(program.assignments),
@@ -228,15 +236,11 @@ def report(
         if op_rule is not None:
             ruled += 1
             continue
-        entry = missing.setdefault(op, MissingOp(op, [], []))
-        entry.nodes.append(node.name)
-        src = user_frame(node)
-        if src not in entry.sources and len(entry.sources) < max_sources:
-            entry.sources.append(src)
+        _add_missing(missing, op, node.name, user_frame(node), max_sources)
     return CoverageReport(
         model=name or type(model).__name__,
         inputs=_describe_inputs(example_inputs),
-        composite=composite if isinstance(composite, str) else getattr(composite, "name", repr(composite)),
+        composite=_composite_name(composite),
         nodes=len(calls),
         op_counts=dict(Counter(str(n.target) for n in calls)),
         live=len(builder.assignment),

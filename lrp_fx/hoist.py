@@ -32,7 +32,9 @@ WEIGHT_KINDS = ("param", "buffer", "constant")
 
 @dataclass
 class HoistedProgram:
-    """``main(*placeholders, seed, *prologue(*[placeholders[i] for i in slots]))`` equals the original program."""
+    """``main(*placeholders, seed, *prologue(*[placeholders[i] for i in slots]))`` equals the original program.
+
+    ``main`` is built here for the eager runner alone, which rewrites it in place (``lrp_fx.inplace``)."""
 
     prologue: fx.GraphModule
     main: fx.GraphModule

@@ -84,8 +84,8 @@ class AttributionProgram:
 
     def __post_init__(self) -> None:
         if self.runner is None:
-            base = self.hoisted.main if self.hoisted is not None else self.graph_module
-            self.runner = copy_graph_module(base)
+            # hoisted.main is a graph of its own, rewritten in place; graph_module is shared with backend and export
+            self.runner = self.hoisted.main if self.hoisted is not None else copy_graph_module(self.graph_module)
             self.inplace_ops = reuse_buffers(self.runner)
 
     def placeholder_values(self, model: torch.nn.Module, leaves: list[Any]) -> list[Any]:

@@ -8,6 +8,20 @@ matrix is one kernel weight, so the matrix of ``W^+`` is the positive part of th
 from __future__ import annotations
 
 import torch
+from torch import nn
+
+
+class Fn(nn.Module):
+    """A module computing ``fn(self, *inputs)``, with each keyword tensor as a parameter ``self.<name>``."""
+
+    def __init__(self, fn, **params):
+        super().__init__()
+        self.fn = fn
+        for k, v in params.items():
+            setattr(self, k, nn.Parameter(v))
+
+    def forward(self, *xs):
+        return self.fn(self, *xs)
 
 
 def stab(z, eps=1e-6):

@@ -8,20 +8,9 @@ from torch import nn
 
 import lrp_fx
 
-from ._reference import stab
+from ._reference import Fn, stab
 
 D = torch.float64
-
-
-class Fn(nn.Module):
-    def __init__(self, fn, **params):
-        super().__init__()
-        self.fn = fn
-        for k, v in params.items():
-            setattr(self, k, nn.Parameter(v))
-
-    def forward(self, *xs):
-        return self.fn(self, *xs)
 
 
 def _attr(model, x, R, **kw):
