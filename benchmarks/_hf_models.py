@@ -807,6 +807,37 @@ def _hf(name: str, build: Callable[[], nn.Module], inputs: Callable[[Any], dict]
     return Case(name, "transformers", build, inputs, output)
 
 
+def llama_3_2_1b_config(layers: int = 16) -> Any:
+    """meta-llama/Llama-3.2-1B's configuration (its first ``layers`` of 16 layers), for transformers 5 or 4."""
+    t = _tf()
+    rope = dict(
+        rope_type="llama3",
+        rope_theta=500000.0,
+        factor=32.0,
+        low_freq_factor=1.0,
+        high_freq_factor=4.0,
+        original_max_position_embeddings=8192,
+    )
+    kw: dict[str, Any] = dict(
+        vocab_size=128256,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=layers,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=64,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        use_cache=False,
+    )
+    if int(t.__version__.split(".")[0]) >= 5:
+        kw["rope_parameters"] = rope
+    else:  # transformers 4 (the LXT environment)
+        kw.update(rope_theta=500000.0, rope_scaling=rope)
+    return t.LlamaConfig(**kw)
+
+
 def paper15() -> list[Case]:
     """VGG16, ResNet-50, ViT-B/16, EfficientNetV2-M, SigLIP2-So400m, Wav2Vec2-XLS-R-300m, Whisper-small, GPT-2,
     RoBERTa-large, Llama-3.2-1B, Gemma-3-270m, Qwen3-0.6B, Flan-T5-large, DePlot (Pix2Struct-base) and Mamba-130m,
@@ -853,27 +884,7 @@ def paper15() -> list[Case]:
         layer_norm_eps=1e-5,
         num_labels=2,
     )
-    llama = t.LlamaConfig(  # meta-llama/Llama-3.2-1B
-        vocab_size=128256,
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_hidden_layers=16,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=64,
-        max_position_embeddings=131072,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=True,
-        rope_parameters=dict(
-            rope_type="llama3",
-            rope_theta=500000.0,
-            factor=32.0,
-            low_freq_factor=1.0,
-            high_freq_factor=4.0,
-            original_max_position_embeddings=8192,
-        ),
-        use_cache=False,
-    )
+    llama = llama_3_2_1b_config()
     gemma3 = t.Gemma3TextConfig(  # google/gemma-3-270m
         vocab_size=262144,
         hidden_size=640,

@@ -17,9 +17,9 @@ Cases (each in its own process, because LXT patches classes globally):
 * ``gpt2``, ``gpt2-cp``: GPT-2 from a small config (layer norm, ``gelu_new``, ``Conv1D``), LXT's ``attnLRP`` and
   ``cp_LRP`` maps for GPT-2 vs ``attnlrp`` and ``cplrp``;
 * ``llama-cp``: the Llama above (sdpa) under ``cplrp`` vs LXT's ``cp_LRP`` map for Llama with its MLP patch taken from
-  the ``attnLRP`` map. LXT's CP-LRP map for Llama also freezes SwiGLU's gate (``silu(gate)`` a constant, all relevance
-  to the up projection); lrp_fx's ``cplrp`` splits that product uniformly, as its ``attnlrp`` does, and offers no
-  frozen-gate option, so only the attention part of LXT's map is compared there.
+  the ``attnLRP`` map: lrp_fx's ``cplrp`` splits SwiGLU's product uniformly, as its ``attnlrp`` does;
+* ``llama-cp-gate``: the same Llama under ``cplrp`` with ``gate="constant"`` vs LXT's whole ``cp_LRP`` map, which
+  also freezes SwiGLU's gate (``silu(gate)`` a constant, all relevance to the up projection).
 
 Both sides explain the logit's value: LXT's backward pass starts from a gradient of 1 at the explained logit (its
 README's ``logit.backward(logit)`` would scale every relevance by the logit), lrp_fx's ``target=c`` seeds the
@@ -54,6 +54,7 @@ CASES = {  # name: (lrp_fx preset, LXT patch map, what is explained)
     "gpt2": ("attnlrp", "gpt2.attnLRP", "next-token logit"),
     "gpt2-cp": ("cplrp", "gpt2.cp_LRP", "next-token logit"),
     "llama-cp": ("cplrp", "llama.cp_LRP, MLP of llama.attnLRP", "next-token logit"),
+    "llama-cp-gate": ("cplrp, gate='constant'", "llama.cp_LRP", "next-token logit"),
 }
 
 
@@ -115,6 +116,8 @@ def _run_lm(case: str) -> dict:
     import lrp_fx
 
     preset, patch_map, _ = CASES[case]
+    preset, _, opt = preset.partition(", gate=")
+    kw = dict(TINY, **({"gate": opt.strip("'")} if opt else {}))
     if case.startswith("llama"):
         model, ids = _llama("eager" if case == "llama-eager" else "sdpa")
         from transformers.models.llama import modeling_llama as modeling
@@ -126,8 +129,8 @@ def _run_lm(case: str) -> dict:
         logits = model(input_ids=ids).logits[0, -1]
     c = int(logits.argmax())
     t0 = time.perf_counter()
-    tok = lrp_fx.attribute(model, {"input_ids": ids}, target=c, output=_last_logits, composite=preset, **TINY)
-    full = lrp_fx.attribute(model, {"inputs_embeds": emb}, target=c, output=_last_logits, composite=preset, **TINY)
+    tok = lrp_fx.attribute(model, {"input_ids": ids}, target=c, output=_last_logits, composite=preset, **kw)
+    full = lrp_fx.attribute(model, {"inputs_embeds": emb}, target=c, output=_last_logits, composite=preset, **kw)
     t_lrp = time.perf_counter() - t0
 
     # LXT last: its patches replace class methods for good

@@ -1,5 +1,7 @@
 """Speed and memory of ``lrp_fx.attribute`` next to a plain input gradient and Zennit, on CPU.
 
+    python benchmarks/speed.py --suite transformers ...  # ViT-B/16, BERT-base, 1B decoder, LXT (speed_transformers.py)
+    python benchmarks/speed.py --suite compiled ...      # compiled and exported attribution (speed_compiled.py)
     python benchmarks/speed.py --quick                  # smoke test: ResNet-50, batch 1, 1 repeat (prints only)
     python benchmarks/speed.py                          # full: VGG16 + ResNet-50, batch 1 and 8 -> docs/benchmarks.md
     python benchmarks/speed.py --models resnet50 --batches 8 --presets epsilon epsilon_gamma_box --repeats 3
@@ -688,7 +690,24 @@ def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # -- main ------------------------------------------------------------------------------------------------------------
+SUITES = {  # --suite NAME: the script that measures it (its own options follow)
+    "transformers": "speed_transformers",  # ViT-B/16, BERT-base, Llama-3.2-1B shape (4 layers), vs LXT
+    "compiled": "speed_compiled",  # torch.compile(backend="lrp"), lrp_fx.export, AOTInductor
+}
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--suite" in argv:  # the CNN suite is this script; the others run their own script with the rest of argv
+        i = argv.index("--suite")
+        suite = argv[i + 1] if i + 1 < len(argv) else ""
+        rest = argv[:i] + argv[i + 2 :]
+        if suite != "cnn":
+            if suite not in SUITES:
+                raise SystemExit(f"--suite: one of cnn, {', '.join(SUITES)}")
+            module = __import__(SUITES[suite])
+            raise SystemExit(module.main(rest))
+        argv = rest
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
         "--models",

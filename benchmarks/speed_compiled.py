@@ -3,6 +3,9 @@
     python benchmarks/speed_compiled.py                # ResNet-50 + ViT-B/16, batch 4 -> docs/compiled_benchmarks.md
     python benchmarks/speed_compiled.py --models resnet50 --batch 8 --repeats 5 --aoti
     python benchmarks/speed_compiled.py --from-json run.json  # re-render the doc from a saved run
+    python benchmarks/speed_compiled.py --runs resnet50:epsilon_plus_flat resnet50:epsilon --unhoisted --aoti
+
+``main(argv)`` returns 0, so ``benchmarks/speed.py`` can run it as its ``compiled`` suite.
 
 Methods (one process, interleaved: each repeat runs every method once, the starting method rotating, so load from
 other processes hits all alike; tables report medians over repeats, ratios are medians of per-repeat ratios):
@@ -13,14 +16,19 @@ other processes hits all alike; tables report medians over repeats, ratios are m
 * ``compiled``: ``torch.compile(model, backend=lrp_fx.backend(preset))``, then ``out = cmodel(x)`` and
   ``torch.autograd.grad(out, x, seed)``; its first call (Dynamo, capture, program build, Inductor) is the one-time
   cost, and every timed call is checked not to rebuild;
+* ``compiled_unhoisted``, ``exported_unhoisted`` (``--unhoisted``): the same with ``reuse_weights=False`` (the
+  parameter-only values recomputed in every call, not once): what weight hoisting buys;
+* ``compiled_unfolded`` (``--unfolded``): the backend with ``fold_bmm=False`` (``lrp_fx.export.fold_broadcast_bmm``
+  off: ``nn.MultiheadAttention``'s projections stay batched products with a broadcast weight);
 * ``exported``: ``lrp_fx.export(model, x, composite=preset).module()(x, seed)`` (the exported graph run by PyTorch's
   interpreter; export time is the one-time cost);
 * ``aoti`` (``--aoti``): the same exported program compiled with AOTInductor (``aoti_compile_and_package``, layout
   optimisation off as in the backend), loaded with ``aoti_load_package``; the compile is the one-time cost.
 
-The seed is a one-hot output relevance. Every method's relevance is compared with eager ``attribute`` (relative L2
-difference). Models have random weights; ViT-B/16's zero-initialised head is re-initialised so its relevance is not
-identically zero.
+The seed is a one-hot output relevance. Every method's relevance is compared with eager ``attribute`` and with eager
+``attribute`` of the model in float64 (relative L2 difference; the latter shows how well conditioned float32 LRP is
+on the model, and whether a method is further from the exact value than eager is). Models have random weights;
+ViT-B/16's zero-initialised head is re-initialised so its relevance is not identically zero.
 """
 
 from __future__ import annotations
@@ -82,7 +90,26 @@ def supported(model: torch.nn.Module, preset: str) -> str | None:
     return None
 
 
-def bench(name: str, batch: int, preset: str, repeats: int, aoti: bool, log) -> dict[str, Any]:
+def _compiled_call(cmodel: Any, x: torch.Tensor, seed: torch.Tensor) -> Any:
+    """Relevance of ``x`` through the compiled model: the gradient of its output for ``seed``."""
+
+    def call() -> torch.Tensor:
+        xx = x.clone().requires_grad_(True)
+        return torch.autograd.grad(cmodel(xx), xx, seed)[0]
+
+    return call
+
+
+def bench(
+    name: str,
+    batch: int,
+    preset: str,
+    repeats: int,
+    aoti: bool,
+    log,
+    unhoisted: bool = False,
+    unfolded: bool = False,
+) -> dict[str, Any]:
     model = make_model(name)
     x, seed = make_input(batch)
     res: dict[str, Any] = {"model": name, "batch": batch, "preset": preset, "repeats": repeats, "once_s": {}}
@@ -104,11 +131,7 @@ def bench(name: str, batch: int, preset: str, repeats: int, aoti: bool, log) -> 
         return lrp_fx.attribute(model, x, target=seed, composite=preset).relevance
 
     be = lrp_fx.backend(preset)
-    cmodel = torch.compile(model, backend=be)
-
-    def compiled():
-        xx = x.clone().requires_grad_(True)
-        return torch.autograd.grad(cmodel(xx), xx, seed)[0]
+    compiled = _compiled_call(torch.compile(model, backend=be), x, seed)
 
     fns: dict[str, Any] = {"forward": forward, "gradient": gradient, "eager": eager}
     outs: dict[str, torch.Tensor] = {}
@@ -128,6 +151,19 @@ def bench(name: str, batch: int, preset: str, repeats: int, aoti: bool, log) -> 
     }
     log(f"  compile (first call) {res['once_s']['compiled']:8.2f} s  {res['compile_detail']}")
     fns["compiled"] = compiled
+    backends = [be]
+    variants = {"compiled_unhoisted": dict(reuse_weights=False)} if unhoisted else {}  # what hoisting buys
+    if unfolded:  # the backend without fold_broadcast_bmm: what that rewrite buys
+        variants["compiled_unfolded"] = dict(fold_bmm=False)
+    for name, options in variants.items():
+        be_v = lrp_fx.backend(preset, **options)
+        backends.append(be_v)
+        fn = _compiled_call(torch.compile(model, backend=be_v), x, seed)
+        start = time.perf_counter()
+        outs[name] = fn()
+        res["once_s"][name] = time.perf_counter() - start
+        log(f"  compile, {name.split('_', 1)[1]} (first call) {res['once_s'][name]:8.2f} s")
+        fns[name] = fn
     start = time.perf_counter()
     prog = lrp_fx.export(model, x, composite=preset)
     res["once_s"]["exported"] = time.perf_counter() - start
@@ -139,6 +175,14 @@ def bench(name: str, batch: int, preset: str, repeats: int, aoti: bool, log) -> 
 
     fns["exported"] = exported
     outs["exported"] = exported()
+    if unhoisted:
+        module0 = lrp_fx.export(model, x, composite=preset, reuse_weights=False).module()
+
+        def exported_unhoisted():
+            return module0(x, seed)[1]
+
+        fns["exported_unhoisted"] = exported_unhoisted
+        outs["exported_unhoisted"] = exported_unhoisted()
     if aoti:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
@@ -160,8 +204,10 @@ def bench(name: str, batch: int, preset: str, repeats: int, aoti: bool, log) -> 
     model64 = make_model(name).double()
     ref64 = lrp_fx.attribute(model64, x.double(), target=seed.double(), composite=preset).relevance
     res["parity"]["eager"] = _rel_diff(outs["eager"].double(), ref64)  # float32 vs float64: the conditioning
+    res["parity64"] = {n: _rel_diff(outs[n].double(), ref64) for n in fns if n not in ("forward", "gradient")}
     del model64, ref64
     log(f"  parity (relative L2 to eager; eager: to float64): {res['parity']}")
+    log(f"  relative L2 to eager attribute in float64: {res['parity64']}")
     del outs
     gc.collect()
     names = list(fns)
@@ -171,9 +217,11 @@ def bench(name: str, batch: int, preset: str, repeats: int, aoti: bool, log) -> 
     for r in range(repeats):
         order = names[r % len(names) :] + names[: r % len(names)]
         for n in order:
-            builds = be.builds
+            builds = [b.builds for b in backends]
+            prologues = [b.prologue_runs for b in backends]
             wall, cpu = _measure.timed(fns[n])
-            assert be.builds == builds, f"{n}: a timed call rebuilt the program"
+            assert [b.builds for b in backends] == builds, f"{n}: a timed call rebuilt the program"
+            assert [b.prologue_runs for b in backends] == prologues, f"{n}: a timed call recomputed the weights"
             res["times"][n].append(wall)
             res["cpu_times"][n].append(cpu)
         log("  repeat " + f"{r + 1}/{repeats}: " + "  ".join(f"{n}={res['times'][n][-1]:.3f}" for n in names))
@@ -204,35 +252,36 @@ def render(run: dict[str, Any]) -> str:
         f"{run['repeats']} interleaved repeats (median).",
         "",
         "Time per batch, and as a ratio to eager `lrp_fx.attribute` and to forward + input gradient (median of the "
-        "per-repeat ratios; wall clock, with process CPU time in brackets):",
+        "per-repeat ratios; process CPU time, with wall clock in brackets: on a shared machine with one intra-op "
+        "thread the CPU time is the steadier of the two):",
         "",
         "| model | preset | batch | method | time per batch (s) | / eager attribute | / forward+gradient "
-        "| relevance vs eager |",
-        "|---|---|---|---|---|---|---|---|",
+        "| relevance vs eager | vs float64 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     once_rows = []
     for res in run["results"]:
         if "skipped" in res:
-            lines.append(f"| {res['model']} | {res['preset']} | {res['batch']} | skipped: {res['skipped']} | | | | |")
+            lines.append(f"| {res['model']} | {res['preset']} | {res['batch']} | skipped: {res['skipped']} | | | | | |")
             continue
         wall, cpu = summarize(res, "wall"), summarize(res, "cpu")
         for n in res["methods"]:
             w, c = wall[n], cpu[n]
-            parity = res["parity"].get(n)
-            if n == "eager" and parity is not None:
-                parity_text = f"float32 vs float64: {parity:.1e}"
-            else:
-                parity_text = "" if parity is None else f"{parity:.1e}"
+            parity = None if n == "eager" else res["parity"].get(n)
+            parity64 = res.get("parity64", {}).get(n, res["parity"].get(n) if n == "eager" else None)
+            parity_text = "" if parity is None else f"{parity:.1e}"
+            parity_text += " |" + ("" if parity64 is None else f" {parity64:.1e}")
             lines.append(
                 f"| {res['model']} | {res['preset']} | {res['batch']} | {n} "
-                f"| {w['median_s']:.3f} ({c['median_s']:.3f}) "
-                f"| {w['to_eager']:.2f} ({c['to_eager']:.2f}) | {w['to_gradient']:.2f} ({c['to_gradient']:.2f}) "
+                f"| {c['median_s']:.3f} ({w['median_s']:.3f}) "
+                f"| {c['to_eager']:.2f} ({w['to_eager']:.2f}) | {c['to_gradient']:.2f} ({w['to_gradient']:.2f}) "
                 f"| {parity_text} |"
             )
         detail = res.get("compile_detail", {})
         once = res["once_s"]
         once_rows.append(
-            f"| {res['model']} | {once.get('eager', float('nan')):.1f} | {once.get('compiled', float('nan')):.1f} "
+            f"| {res['model']} | {res['preset']} | {once.get('eager', float('nan')):.1f} "
+            f"| {once.get('compiled', float('nan')):.1f} "
             f"(build {detail.get('build_s', float('nan')):.1f}, Inductor {detail.get('inductor_s', float('nan')):.1f})"
             f" | {once.get('exported', float('nan')):.1f} | "
             + (f"{once['aoti']:.1f}" if "aoti" in once else "not run")
@@ -244,16 +293,21 @@ def render(run: dict[str, Any]) -> str:
         "`torch.compile` (Dynamo + capture + program build + Inductor compile of the forward and relevance parts), "
         "`lrp_fx.export`, AOTInductor compile of the exported program:",
         "",
-        "| model | eager build | compile | export | AOTInductor compile |",
-        "|---|---|---|---|---|",
+        "| model | preset | eager build | compile | export | AOTInductor compile |",
+        "|---|---|---|---|---|---|",
         *once_rows,
         "",
         "Notes:",
         "",
         "* `compiled` includes the forward pass: the compiled model returns the outputs and the relevance comes from "
         "`autograd.grad`, so compare it with `eager` and with `gradient` (forward + input gradient) as they are.",
-        "* `exported` runs the exported graph without compilation: it costs about what eager `attribute` costs "
-        "(same aten ops); its value is portability (no lrp_fx at load time) and AOTInductor.",
+        "* `exported` runs the exported graph without compilation (PyTorch's interpreter): the aten ops of eager "
+        "`attribute`, with the weights hoisted at export and broadcast products folded (`fold_broadcast_bmm`), but "
+        "without eager's in-place buffer reuse; its value is portability (no lrp_fx at load time) and AOTInductor.",
+        "* `compiled` and `exported` compute the values that depend on parameters only (folded batch norms, z+ "
+        "weights) once, outside the per-call graphs, as eager `attribute` does (`lrp_fx.hoist`); the `*_unhoisted` "
+        "rows (`--unhoisted`) are the same with `reuse_weights=False`, recomputing them in every call. Every timed "
+        "call is checked not to rebuild a program and not to recompute the hoisted weights.",
         "* Inductor compile time on a small shared CPU box is long and varies with load and the on-disk cache "
         "(`/tmp/torchinductor_*`); a second process with a warm cache compiles much faster.",
     ]
@@ -261,12 +315,29 @@ def render(run: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--preset", default=None, help="composite for every model (default: per model, see PRESETS)")
+    ap.add_argument(
+        "--runs",
+        nargs="+",
+        default=None,
+        metavar="MODEL:PRESET",
+        help="model and preset pairs, e.g. resnet50:epsilon (default: each of --models with --preset or PRESETS)",
+    )
+    ap.add_argument(
+        "--unhoisted",
+        action="store_true",
+        help="also time the backend and the export with reuse_weights=False (what weight hoisting buys)",
+    )
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument(
+        "--unfolded",
+        action="store_true",
+        help="also time the backend with fold_bmm=False (what lrp_fx.export.fold_broadcast_bmm buys)",
+    )
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (0: torch's default)")
     ap.add_argument("--aoti", action="store_true", help="also compile the exported program with AOTInductor")
     ap.add_argument("--json", type=Path, default=None, help="save the raw run here")
@@ -297,10 +368,14 @@ def main(argv: list[str] | None = None) -> None:
             },
             "results": [],
         }
-        for name in args.models:
-            preset = args.preset or PRESETS.get(name, "epsilon_plus_flat")
+        pairs = [tuple(r.split(":", 1)) for r in args.runs] if args.runs else None
+        if pairs is None:
+            pairs = [(name, args.preset or PRESETS.get(name, "epsilon_plus_flat")) for name in args.models]
+        for name, preset in pairs:
             log(f"{name} batch {args.batch} ({preset})")
-            run["results"].append(bench(name, args.batch, preset, args.repeats, args.aoti, log))
+            run["results"].append(
+                bench(name, args.batch, preset, args.repeats, args.aoti, log, args.unhoisted, args.unfolded)
+            )
             torch._dynamo.reset()
             gc.collect()
         if args.json:
@@ -310,7 +385,8 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if not args.no_doc:
         DOC.write_text(text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -19,13 +19,15 @@ Maths
 
 * CP-LRP (attention weights treated as constants): ``R_v = v * (A^T S)``, ``R_q = R_k = 0``.
 * AttnLRP: ``R_v = 0.5 v * (A^T S)``; ``dP = S v^T``;
-  ``G_ij = (L_ij / stab(L_ij)) A_ij (0.5 dP_ij - D_i)`` (``G = 0`` where masked);
+  ``G_ij = A_ij (0.5 dP_ij - D_i)`` (``G = 0`` where masked);
   ``R_q = 0.5 c q * (G k)``, ``R_k = 0.5 c k * (G^T q)``.
 
 ``R_k``/``R_v`` of a kv head sum the contributions of every query head that reads it. Derivation: the epsilon rule
 with a uniform split between the two factors of the products ``A v`` and ``q k^T`` gives
-``R_A = 0.5 A * dP`` and the factor ``L / stab(L)``; the softmax rule ``R_L = L * (R_A - A rowsum(R_A))`` with
-``rowsum(R_A)_i = 0.5 sum_j A_ij dP_ij = 0.5 sum_d S_id O_id = D_i``.
+``R_A = 0.5 A * dP``; the softmax rule ``R_L = L * (R_A - A rowsum(R_A))`` with
+``rowsum(R_A)_i = 0.5 sum_j A_ij dP_ij = 0.5 sum_d S_id O_id = D_i``; the epsilon rule on ``L = c q k^T`` divides
+``R_L`` by ``L`` again, which is formed without the division (``G = R_L / L``, the eps -> 0 limit: exact, and no
+division by a logit near 0), as in ``lrp_fx/rules/attention.py``.
 
 Kernels (memory linear in N)
 ============================
@@ -380,7 +382,7 @@ def _attn_rel_kv_kernel(
             if ATTNLRP:
                 dd = tl.load(d_ptr + row_base + offs_m, mask=mask_m, other=0.0)
                 dp_t = mma(v, tl.trans(s), tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32), DOT_FP32, ALLOW_TF32)
-                g_t = (logits_t / stab_tl(logits_t, eps)) * a_t * (0.5 * dp_t - dd[None, :])
+                g_t = a_t * (0.5 * dp_t - dd[None, :])
                 acc_k = mma(g_t.to(q.dtype), q, acc_k, DOT_FP32, ALLOW_TF32)
 
     out_off = b * stride_ob + hk * stride_oh + offs_n[:, None] * stride_on + offs_d[None, :] * stride_od
@@ -491,7 +493,7 @@ def _attn_rel_q_kernel(
             valid = valid & (keep != 0)[None, :]
         a = tl.where(valid, tl.exp2((logits - lse[:, None]) * 1.4426950408889634), 0.0)
         dp = mma(s, tl.trans(v), tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), DOT_FP32, ALLOW_TF32)
-        g = (logits / stab_tl(logits, eps)) * a * (0.5 * dp - dd[:, None])
+        g = a * (0.5 * dp - dd[:, None])
         acc = mma(g.to(k.dtype), k, acc, DOT_FP32, ALLOW_TF32)
 
     r_q = (0.5 * sm_scale) * q.to(tl.float32) * acc
@@ -768,7 +770,7 @@ def attention_relevance_ref(
     r_v = 0.5 * v.to(dt) * ats
     dd = 0.5 * (s * o).sum(-1, keepdim=True)
     dp = s @ vf.transpose(-1, -2)
-    g = (logits / stab(logits, eps)) * a * (0.5 * dp - dd)
+    g = a * (0.5 * dp - dd)
     g = g.masked_fill(~valid, 0.0)
     r_q = 0.5 * scale * qf * (g @ kf)
     r_k = 0.5 * scale * k.to(dt) * fold(g.transpose(-1, -2) @ qf)

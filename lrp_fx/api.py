@@ -267,7 +267,9 @@ def _seed_dtype(program: AttributionProgram) -> torch.dtype:
     return val.dtype if isinstance(val, Tensor) else torch.get_default_dtype()
 
 
-def _build(model, args, kwargs, leaves, float_inputs, comp, options, output, target) -> AttributionProgram:
+def _builder(model, args, kwargs, float_inputs, comp, options, output) -> tuple[ProgramBuilder, dict]:
+    """Capture, canonicalise and prepare the graph, and assign its rules: the steps before tracing the program
+    (shared with ``lrp_fx.coverage.report``). Returns the builder and the canonicalisation's counts."""
     captured = capture(model, args, kwargs, output)
     canon = canonicalize(captured.gm)
     canon.update(prepare(captured))
@@ -277,7 +279,12 @@ def _build(model, args, kwargs, leaves, float_inputs, comp, options, output, tar
             "attribute needs a floating-point input tensor or integer token ids that feed an embedding; "
             "none of the inputs is either"
         )
-    builder = ProgramBuilder(captured, comp, options, float_inputs)
+    return ProgramBuilder(captured, comp, options, float_inputs), canon
+
+
+def _build(model, args, kwargs, leaves, float_inputs, comp, options, output, target) -> AttributionProgram:
+    builder, canon = _builder(model, args, kwargs, float_inputs, comp, options, output)
+    captured = builder.captured
     if callable(target) and not isinstance(target, Tensor):
         builder.seed_fn = target
     example = feed(captured, model, leaves)

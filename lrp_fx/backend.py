@@ -13,7 +13,10 @@ buffers that Dynamo lifted to graph inputs are re-attached as parameters, so the
 the attribution program with a symbolic batch size (``lrp_fx.export.capture_dynamic``) and splits it where the
 relevance pass starts: the *forward* part computes the outputs and the forward values the rules need, the *backward*
 part takes those and the output relevance (``grad_output``) and returns the input relevances. Both are compiled with
-Inductor and run inside a ``torch.autograd.Function``. Relevance stays linear in the seed, so a region with several
+Inductor and run inside a ``torch.autograd.Function``. Values that depend on parameters only (batch norms folded into
+convolutions, z+/gamma weights) are first split off (``lrp_fx.hoist``): they are computed outside the compiled parts,
+once per parameter version (an in-place update, ``load_state_dict`` or a replaced parameter computes them again), and
+fed to both parts as inputs, as eager ``attribute`` does. Relevance stays linear in the seed, so a region with several
 outputs is explained as one output: their flattened concatenation.
 
 Shapes. Programs are traced with dimension 0 of every input symbolic, so a new batch size does not rebuild
@@ -21,6 +24,9 @@ anything; every program keeps the shape assumptions its trace made (sizes, guard
 hold, like Dynamo's guards. With ``torch.compile``'s default ``dynamic=None`` Dynamo itself re-traces its graph once,
 at the first new batch size; the backend recognises the re-traced graph and reuses the program (``LRPBackend.builds``
 counts programs built, ``graphs`` the graphs Dynamo sent). ``torch._dynamo.mark_dynamic(x, 0)`` avoids that re-trace.
+``dynamic=True`` also works: the other sizes Dynamo makes symbolic stay symbolic where the capture allows, and the
+Python numbers it passes as 0-d tensors (a batch norm's ``eps``) are fixed at their values, a new value building a
+new program.
 
 Graph breaks. Each region propagates relevance with its rules; Python code that Dynamo ran eagerly between regions
 goes through ordinary autograd, so any tensor op there gets its gradient, not an LRP rule. The first relevance pass
@@ -47,7 +53,8 @@ from torch import Tensor, fx, nn
 
 from .composites import Composite, resolve
 from .errors import RuleError
-from .export import SizeCarrier, build_program, capture_dynamic
+from .export import SizeCarrier, build_program, capture_dynamic, fold_broadcast_bmm
+from .hoist import WeightCache, hoist_weights
 from .program import AttributionProgram, Options
 
 __all__ = ["GraphBreakWarning", "LRPBackend", "SplitProgram", "backend", "lrp_backend", "split_program"]
@@ -73,15 +80,18 @@ class SplitProgram:
     n_saved: int
 
 
-def split_program(gm: fx.GraphModule) -> SplitProgram:
+def split_program(gm: fx.GraphModule, seed_index: int = -1) -> SplitProgram:
     """Cut an attribution program ``(inputs..., seed) -> (output, relevances...)`` at its first seed-dependent op.
 
     Everything before that point is the forward pass (the planner's recomputations sit after it and stay in the
     relevance part, so ``memory_budget`` keeps its meaning); the forward values the relevance part reads are saved.
+    ``seed_index`` is the seed's placeholder position (a hoisted program, ``lrp_fx.hoist``, has its weights after the
+    seed); the parts' "inputs" are the other placeholders, in order.
     """
     graph = gm.graph
     phs = [n for n in graph.nodes if n.op == "placeholder"]
-    seed, inputs = phs[-1], phs[:-1]
+    seed = phs[seed_index]
+    inputs = [ph for ph in phs if ph is not seed]
     out_node = next(n for n in graph.nodes if n.op == "output")
     outs = list(out_node.args[0])
     rel = {seed}
@@ -105,7 +115,7 @@ def split_program(gm: fx.GraphModule) -> SplitProgram:
     for o in outs[1:]:
         if isinstance(o, fx.Node) and o not in bwd_set and o is not seed:
             needed[o] = None
-    saved_inputs = [phs.index(a) for a in needed if a.op == "placeholder"]
+    saved_inputs = [inputs.index(a) for a in needed if a.op == "placeholder"]
     computed = [a for a in needed if a.op != "placeholder"]
 
     def forward_graph(extra: list[fx.Node]) -> fx.GraphModule:
@@ -161,11 +171,25 @@ class _Entry:
     ) -> None:
         self.program = program
         self.carriers = carriers
-        self.split = split_program(program.graph_module)
+        # The parameter-only prologue (folded batch norms, modified weights) runs outside the compiled parts, once
+        # per parameter version (``lrp_fx.hoist``); the parts take its results as inputs after the model's.
+        self.hoisted = None
+        if backend.reuse_weights:
+            # a fresh split: the program's own ``hoisted.main`` is rewritten in place for the eager runner
+            self.hoisted = hoist_weights(program.graph_module, [src.kind for src in program.captured.sources])
+        self.weight_cache = WeightCache()
+        if self.hoisted is None:
+            self.split = split_program(program.graph_module)
+        else:
+            self.split = split_program(self.hoisted.main, seed_index=len(program.captured.sources))
+        if backend.fold_bmm:
+            for part in (self.split.forward, self.split.backward, self.split.inference):
+                fold_broadcast_bmm(part)
         self.backend = backend
         self.n_user = n_user
         self._parts: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._weights_lock = threading.Lock()
         captured = program.captured
         self.checks: list[tuple[int, int, Any]] = []
         self.kinds: dict[int, tuple[torch.dtype, int]] = {}
@@ -182,6 +206,15 @@ class _Entry:
                 else:
                     self.checks.append((src.index, d, int(s)))
         self._verdicts: dict[tuple, bool] = {}
+
+    def inputs(self, values: list[Any]) -> list[Any]:
+        """The compiled parts' inputs: the program's (without the seed), then the hoisted weights, computed again
+        only when a parameter or buffer they read changed (in place, by ``load_state_dict``, or replaced)."""
+        if self.hoisted is None:
+            return values
+        with self._weights_lock, torch.no_grad():
+            weights = self.weight_cache.get(self.hoisted, values)
+        return [*values, *weights]
 
     def part(self, name: str) -> Any:
         fn = self._parts.get(name)
@@ -257,6 +290,28 @@ def _is_state(node: fx.Node, example: Any) -> bool:
     return "NN_MODULE" in name or "FSDP" in name or name.startswith("GLOBAL")
 
 
+def _is_wrapped_scalar(node: fx.Node, example: Any) -> bool:
+    """A Python number Dynamo turned into a 0-d tensor input that the graph only reads back with ``.item()``."""
+    if not isinstance(example, Tensor) or example.dim() != 0 or not node.users:
+        return False
+    return all(u.op == "call_method" and u.target == "item" for u in node.users)
+
+
+def _unwrap_scalars(gm: fx.GraphModule, placeholders: list[fx.Node]) -> fx.GraphModule:
+    """A copy of ``gm`` in which ``placeholders`` hold the Python numbers themselves (their ``.item()`` calls go)."""
+    g = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    out = g.graph_copy(gm.graph, env)
+    g.output(out)
+    for ph in placeholders:
+        new = env[ph]
+        for user in list(new.users):
+            user.replace_all_uses_with(new)
+            g.erase_node(user)
+    g.lint()
+    return fx.GraphModule(gm, g)
+
+
 def _example(node: fx.Node) -> Any:
     return node.meta.get("example_value", node.meta.get("val"))
 
@@ -266,7 +321,7 @@ class _RegionModule(nn.Module):
 
     def __init__(self, region: _Region, args: list[Any]) -> None:
         super().__init__()
-        self.graph_module = region.gm
+        self.graph_module = region.capture_gm
         self.region = [region]  # a list: not a submodule
         for k, i in enumerate(region.state):
             t = args[i]
@@ -275,6 +330,7 @@ class _RegionModule(nn.Module):
             else:
                 self.register_buffer(f"state_{k}", t)
         self.fixed = {i: args[i] for i in region.fixed}
+        self.fixed.update({i: args[i].item() for i in region.scalars})
 
     def forward(self, *user: Tensor) -> Tensor:
         region = self.region[0]
@@ -305,9 +361,14 @@ class _Region:
         self.state: list[int] = []
         self.user: list[int] = []
         syms: list[int] = []
+        # Python numbers Dynamo passes as 0-d tensors read back with ``.item()`` (``dynamic=True`` does this to float
+        # attributes such as a batch norm's ``eps``): programs are built for their values, like other fixed inputs
+        self.scalars: list[int] = []
         for i, (ph, ex) in enumerate(zip(phs, example_inputs)):
             if not isinstance(ex, Tensor):
                 syms.append(i)
+            elif _is_wrapped_scalar(ph, ex):
+                self.scalars.append(i)
             elif _is_state(ph, ex):
                 self.state.append(i)
             else:
@@ -347,6 +408,7 @@ class _Region:
             val = _example(o) if isinstance(o, fx.Node) else o
             (self.float_out if isinstance(val, Tensor) and val.is_floating_point() else self.aux_out).append(k)
         self.placeholders = phs
+        self.capture_gm = _unwrap_scalars(gm, [phs[i] for i in self.scalars]) if self.scalars else gm
         self.entries: list[tuple[tuple, _Entry]] = []  # (values of the non-tensor inputs it was built for, entry)
         self.eager_reason: str | None = None
         self.module: _RegionModule | None = None
@@ -361,7 +423,7 @@ class _Region:
 
     def _entry(self, args: list[Any]) -> _Entry | None:
         user = [args[i] for i in self.user]
-        fixed = tuple(args[i] for i in self.fixed)
+        fixed = tuple(args[i] for i in self.fixed) + tuple(args[i].item() for i in self.scalars)
         for built_for, entry in self.entries:
             if built_for == fixed and entry.matches(user):
                 return entry
@@ -514,7 +576,7 @@ class _LRPFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, call: tuple[_Region, _Entry], *args: Any) -> tuple[Any, ...]:
         region, entry = call
-        values = region.values(entry, args)
+        values = entry.inputs(region.values(entry, args))
         want = any(ctx.needs_input_grad[1 + i] for i in region.user)
         if want:
             res = entry.part("forward")(*values)
@@ -622,8 +684,13 @@ class LRPBackend:
     ``composite``, ``overrides``, ``strict``, ``memory_budget`` and ``**rule_params`` are ``attribute``'s (module
     names come from Dynamo's graph: ``L['self'].layer1[0]`` is ``layer1.0``). ``inductor=False`` runs the forward
     and relevance parts as plain FX graphs (no Inductor compile, for debugging); ``layout_optimization`` is
-    Inductor's option of that name (off: see ``_compile``). Counters: ``graphs`` (Dynamo graphs received),
-    ``captures`` (graphs exported), ``builds`` (programs built), ``build_seconds``, ``compile_seconds``.
+    Inductor's option of that name (off: see ``_compile``). ``reuse_weights`` (default on) computes the values that
+    depend on parameters only (folded batch norms, z+/gamma weights) outside the compiled parts, once per parameter
+    version, as ``attribute(..., reuse_weights=True)`` does; off, both parts recompute them in every call.
+    ``fold_bmm`` (default on) turns batched products with one broadcast weight into one matrix product
+    (``lrp_fx.fold.fold_broadcast_bmm``: ``nn.MultiheadAttention``'s projections).
+    Counters: ``graphs`` (Dynamo graphs received), ``captures`` (graphs exported), ``builds`` (programs built),
+    ``build_seconds``, ``compile_seconds``, ``prologue_runs`` (computations of hoisted weights).
     """
 
     def __init__(
@@ -635,11 +702,15 @@ class LRPBackend:
         memory_budget: int | None = None,
         inductor: bool = True,
         layout_optimization: bool = False,
+        reuse_weights: bool = True,
+        fold_bmm: bool = True,
         **rule_params: Any,
     ) -> None:
         self.composite = resolve(composite, overrides, rule_params)
         self.options = Options(strict=strict, memory_budget=memory_budget, seed_mode="tensor")
         self.inductor = inductor
+        self.reuse_weights = reuse_weights
+        self.fold_bmm = fold_bmm
         self.layout_optimization = layout_optimization
         self.__name__ = "lrp"
         self._programs: dict[Any, list[_Entry]] = {}
@@ -654,6 +725,11 @@ class LRPBackend:
         self.builds = 0
         self.build_seconds = 0.0
         self.compile_seconds = 0.0
+
+    @property
+    def prologue_runs(self) -> int:
+        """How many times the built programs computed their hoisted weights (once each, then after weight updates)."""
+        return sum(e.weight_cache.runs for entries in self._programs.values() for e in entries)
 
     def clear_cache(self) -> None:
         """Forget every built program (compiled models keep the ones they use)."""

@@ -19,7 +19,8 @@ from torch import fx
 
 from .capture import module_stack
 from .rules.attention import ConstantAttention, Stop, Taylor
-from .rules.base import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, Rule, UniformProduct, ZBox, ZPlus
+from .rules.base import AlphaBeta, ConstantGate, Epsilon, Flat, Gamma, Norm, Pass, Rule, UniformProduct, ZBox, ZPlus
+from .rules.reference import Reference
 from .rules.registry import OpRule
 
 FIRST_LAYER_GROUPS = ("conv", "linear")
@@ -72,10 +73,19 @@ def _base(stabilizer: float) -> dict[str, Rule]:
 
 def preset(name: str, **params: Any) -> Composite:
     """A named preset. Parameters (Zennit's names): ``epsilon`` (dense layers, default 1e-6), ``stabilizer``
-    (other rules, 1e-6), ``gamma`` (0.25), ``low``/``high`` (for ``epsilon_gamma_box``; required)."""
-    unknown = set(params) - {"epsilon", "stabilizer", "gamma", "low", "high"}
+    (other rules, 1e-6), ``gamma`` (``epsilon_gamma_box``: 0.25; ``attnlrp``/``cplrp``: given, the gamma rule
+    replaces epsilon on linear layers and convolutions, the AttnLRP paper's choice for vision transformers),
+    ``low``/``high`` (for ``epsilon_gamma_box``; required unless
+    ``reference`` is given), ``reference`` (any CNN preset: the first layer gets the reference-point rule
+    ``Reference(reference, stabilizer)`` instead of its own; a float, a tensor or a callable ``input -> reference``,
+    e.g. the perturbation baseline; see ``rules/reference.py``), ``gate`` (``attnlrp``/``cplrp``: ``"uniform"``, the
+    default, splits a gated MLP's product ``act(x W_g) * (x W_u)`` evenly; ``"constant"`` treats the gate as a
+    constant, all relevance to ``x W_u``, as LXT's CP-LRP does)."""
+    unknown = set(params) - {"epsilon", "stabilizer", "gamma", "low", "high", "reference", "gate"}
     if unknown:
         raise TypeError(f"unknown rule parameter(s) {sorted(unknown)} for composite {name!r}")
+    if "gamma" in params and name not in ("epsilon_gamma_box", "attnlrp", "cplrp"):
+        raise TypeError(f"gamma=...: for the presets epsilon_gamma_box, attnlrp and cplrp, not {name!r}")
     eps = params.get("epsilon", 1e-6)
     stab = params.get("stabilizer", 1e-6)
     dense = Epsilon(eps)
@@ -90,22 +100,32 @@ def preset(name: str, **params: Any) -> Composite:
         groups.update(conv=AlphaBeta(2.0, 1.0, stab), linear=dense)
         first = Flat(stab) if name.endswith("_flat") else None
     elif name == "epsilon_gamma_box":
-        if "low" not in params or "high" not in params:
+        if ("low" not in params or "high" not in params) and "reference" not in params:
             raise TypeError(
                 "composite 'epsilon_gamma_box' needs low=... and high=... (the input's value bounds, "
                 "floats or tensors broadcastable to one sample, e.g. shape [3, 1, 1])"
             )
         groups.update(conv=Gamma(params.get("gamma", 0.25), stab), linear=dense)
-        first = ZBox(params["low"], params["high"], stab)
-    elif name == "attnlrp":  # AttnLRP (Achtibat et al. 2024); see docs/transformers.md
+        first = ZBox(params["low"], params["high"], stab) if "low" in params and "high" in params else None
+    elif name in ("attnlrp", "cplrp") and "gamma" in params:
+        # the AttnLRP paper's option for vision transformers: the gamma rule on linear layers and convolutions
+        dense = Gamma(params["gamma"], stab)
+    if name == "attnlrp":  # AttnLRP (Achtibat et al. 2024); see docs/transformers.md
         # products of two activations: Epsilon(eps) splits uniformly (as UniformProduct, whose eps is fixed at 1e-6)
-        groups.update(conv=Epsilon(eps), linear=dense, matmul=Epsilon(eps), attention=Epsilon(eps))
+        groups.update(conv=dense, linear=dense, matmul=Epsilon(eps), attention=Epsilon(eps))
         groups.update(softmax=Taylor(), mul=UniformProduct(), layernorm=Epsilon(eps))
     elif name == "cplrp":  # CP-LRP (Ali et al. 2022): attention probabilities are constants
-        groups.update(conv=Epsilon(eps), linear=dense, matmul=ConstantAttention(eps), attention=ConstantAttention(eps))
+        groups.update(conv=dense, linear=dense, matmul=ConstantAttention(eps), attention=ConstantAttention(eps))
         groups.update(softmax=Stop(), mul=UniformProduct(), layernorm=Epsilon(eps))
-    else:
+    elif name not in PRESETS:
         raise ValueError(f"unknown composite {name!r}; presets: {', '.join(PRESETS)}")
+    gate = params.get("gate", "uniform")
+    if gate not in ("uniform", "constant") or ("gate" in params and name not in ("attnlrp", "cplrp")):
+        raise TypeError(f"gate={gate!r}: 'uniform' or 'constant', for the presets attnlrp and cplrp")
+    if gate == "constant":
+        groups["mul"] = ConstantGate()
+    if "reference" in params:
+        first = Reference(params["reference"], stab)
     return Composite(name, groups, first)
 
 

@@ -207,22 +207,17 @@ def report(
     from torch import Tensor
     from torch.utils import _pytree as pytree
 
-    from .api import _split_inputs
-    from .canonicalize import canonicalize
-    from .capture import capture
+    from .api import _builder, _split_inputs
     from .composites import resolve
-    from .prepare import prepare, token_inputs
-    from .program import Options, ProgramBuilder, feed
+    from .program import Options, feed
 
     start = time.perf_counter()
     args, kwargs = _split_inputs(example_inputs)
     leaves, _ = pytree.tree_flatten((args, kwargs))
-    captured = capture(model, args, kwargs, output)
-    canonicalize(captured.gm)
-    prepare(captured)
-    floats = {i for i, leaf in enumerate(leaves) if isinstance(leaf, Tensor) and leaf.is_floating_point()}
-    float_inputs = sorted(floats | set(token_inputs(captured)))
-    builder = ProgramBuilder(captured, resolve(composite, None, rule_params), Options(strict=False), float_inputs)
+    floats = [i for i, leaf in enumerate(leaves) if isinstance(leaf, Tensor) and leaf.is_floating_point()]
+    comp = resolve(composite, None, rule_params)
+    builder, _ = _builder(model, args, kwargs, floats, comp, Options(strict=False), output)
+    captured = builder.captured
     stats = None
     if trace:
         stats = builder.build(feed(captured, model, leaves)).stats

@@ -31,12 +31,15 @@ from .canonicalize import canonicalize
 from .capture import Captured, OutputSelector, Source, capture, eval_mode
 from .composites import Composite, resolve
 from .errors import CaptureError, InputError, LRPError
+from .fold import fold_broadcast_bmm
+from .hoist import hoist_weights
+from .inplace import copy_graph_module
 from .prepare import prepare, token_inputs
 from .program import AttributionProgram, Options, ProgramBuilder
 
 aten = torch.ops.aten
 
-__all__ = ["SizeCarrier", "build_program", "capture_dynamic", "detach_sizes", "export"]
+__all__ = ["SizeCarrier", "build_program", "capture_dynamic", "detach_sizes", "export", "fold_broadcast_bmm"]
 
 
 @dataclass(frozen=True)
@@ -205,17 +208,40 @@ class _AttributionModule(nn.Module):
     """What gets exported: ``forward(*model_inputs, seed, **model_kwargs) -> (output, relevances...)``."""
 
     def __init__(
-        self, model: nn.Module, program: AttributionProgram, carriers: list[SizeCarrier], n_outputs: int
+        self,
+        model: nn.Module,
+        program: AttributionProgram,
+        carriers: list[SizeCarrier],
+        n_outputs: int,
+        reuse_weights: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
-        self.attribution = program.graph_module
         self._program = program
         self._carriers = carriers
         self._n_outputs = n_outputs
-        for i, src in enumerate(program.captured.sources):
+        sources = program.captured.sources
+        for i, src in enumerate(sources):
             if src.kind == "constant" and isinstance(src.value, Tensor):
                 self.register_buffer(f"lrp_fx_constant_{i}", src.value, persistent=False)
+        self._n_hoisted = 0
+        hoisted = hoist_weights(program.graph_module, [s.kind for s in sources]) if reuse_weights else None
+        self.attribution = copy_graph_module(program.graph_module) if hoisted is None else hoisted.main
+        fold_broadcast_bmm(self.attribution)
+        if hoisted is not None:
+            # the parameter-only prologue runs once, now: its results are constants of the exported program
+            weights = [_source_value(sources[i], model) for i in hoisted.slots]
+            storages = {w.untyped_storage().data_ptr() for w in weights if isinstance(w, Tensor)}
+            with torch.no_grad():
+                values = hoisted.prologue(*weights)
+            for k, v in enumerate(values):
+                # a constant of its own, in a storage of its own (not a view of a parameter or of a dropped value)
+                if not v.is_contiguous():
+                    v = v.contiguous()
+                elif v.untyped_storage().data_ptr() in storages or v.untyped_storage().nbytes() != v.nbytes:
+                    v = v.clone()
+                self.register_buffer(f"lrp_fx_hoisted_{k}", v, persistent=False)
+            self._n_hoisted = len(values)
 
     def forward(self, *args: Any, **kwargs: Any) -> tuple[Tensor, ...]:
         *inputs, seed = args
@@ -224,8 +250,17 @@ class _AttributionModule(nn.Module):
         for i, src in enumerate(self._program.captured.sources):
             if src.kind == "constant" and isinstance(src.value, Tensor):
                 values[i] = getattr(self, f"lrp_fx_constant_{i}")
-        outs = self.attribution(*values, seed)
+        hoisted = [getattr(self, f"lrp_fx_hoisted_{k}") for k in range(self._n_hoisted)]
+        outs = self.attribution(*values, seed, *hoisted)
         return tuple(outs[: self._n_outputs])
+
+
+def _source_value(src: Source, model: nn.Module) -> Any:
+    if src.kind == "param":
+        return model.get_parameter(src.name)
+    if src.kind == "buffer":
+        return model.get_buffer(src.name)
+    return src.value
 
 
 def _hint(size: Any) -> int:
@@ -246,6 +281,7 @@ def export(
     overrides: Any = None,
     strict: bool = True,
     memory_budget: int | None = None,
+    reuse_weights: bool = True,
     **rule_params: Any,
 ) -> torch.export.ExportedProgram:
     """Export the attribution of ``model`` as a ``torch.export.ExportedProgram``.
@@ -258,6 +294,11 @@ def export(
     (``prog.state_dict``).
 
     ``composite``, ``overrides``, ``strict``, ``memory_budget`` and ``**rule_params`` are ``attribute``'s.
+    ``reuse_weights`` (default on): the values that depend on parameters only (batch norms folded into convolutions,
+    z+/gamma weights; ``lrp_fx.hoist``) are computed once, here, and stored in the program as constants
+    (``prog.constants``) instead of being recomputed in every call; the program then holds them next to the
+    parameters, and editing its parameters afterwards does not update them (export again instead). ``False``
+    exports the program that computes them from the parameters in every call.
 
     Example::
 
@@ -299,7 +340,7 @@ def export(
         seed_spec = {d: dim for d, s in enumerate(out_shape) if _is_symbol(s, batch_sym)}
         seed_val = [n for n in program.graph_module.graph.nodes if n.op == "placeholder"][-1].meta["val"]
         seed = torch.zeros([_hint(s) for s in out_shape], dtype=seed_val.dtype, device=first.device)
-        module = _AttributionModule(model, program, carriers, 1 + len(relevance_inputs))
+        module = _AttributionModule(model, program, carriers, 1 + len(relevance_inputs), reuse_weights)
         dynamic = {"args": (*arg_spec, seed_spec)}
         if kwargs:
             dynamic["kwargs"] = kwarg_spec

@@ -23,6 +23,7 @@ from . import analysis
 from .capture import Captured, module_stack, user_frame
 from .composites import FIRST_LAYER_GROUPS, Composite
 from .errors import MissingRuleError, RuleError
+from .fold import fold_broadcast_bmm
 from .hoist import HoistedProgram, WeightCache, hoist_weights
 from .inplace import copy_graph_module, reuse_buffers
 from .promises import PROMISE, PromisePlanner, PromiseRecord, PromiseStats, promise
@@ -86,6 +87,7 @@ class AttributionProgram:
         if self.runner is None:
             # hoisted.main is a graph of its own, rewritten in place; graph_module is shared with backend and export
             self.runner = self.hoisted.main if self.hoisted is not None else copy_graph_module(self.graph_module)
+            fold_broadcast_bmm(self.runner)  # before buffer reuse: it creates fresh temporaries
             self.inplace_ops = reuse_buffers(self.runner)
 
     def placeholder_values(self, model: torch.nn.Module, leaves: list[Any]) -> list[Any]:
@@ -115,6 +117,45 @@ class AttributionProgram:
         """A readable table of the rule each node got."""
         rows = [f"{a.node:<28} {a.op:<44} {a.rule:<24} {a.module}" for a in self.assignments]
         return "\n".join([f"{'node':<28} {'op':<44} {'rule':<24} module", *rows])
+
+
+class _Pieces:
+    """Relevance of a tensor gathered from its ``select``/``slice`` views along one dimension, assembled once.
+
+    Summing each view's routed relevance (``select_backward``: a zero tensor the size of the whole, one slice
+    copied in) costs a full-size fill and add per view: the q, k, v selected from one fused projection would pay
+    three of each. Kept apart and stacked or concatenated once, they cost one copy."""
+
+    def __init__(self, shape: torch.Size, dim: int) -> None:
+        self.shape, self.dim = shape, dim
+        self.parts: dict[tuple[int, int], tuple[Tensor, bool]] = {}  # (start, stop) -> (relevance, from select)
+
+    def add(self, start: int, stop: int, r: Tensor, selected: bool) -> bool:
+        """Take the relevance of elements ``start:stop`` along ``dim``; False if it overlaps a part already held."""
+        if any(start < b and a < stop for a, b in self.parts):
+            return False
+        self.parts[(start, stop)] = (r, selected)
+        return True
+
+    def materialize(self) -> Tensor:
+        pieces, at = [], 0
+        for (start, stop), (r, selected) in sorted(self.parts.items()):
+            if start > at:
+                pieces.append(self._zeros(r, start - at))
+            pieces.append(r.unsqueeze(self.dim) if selected else r)
+            at = stop
+        if at < self.shape[self.dim]:
+            pieces.append(self._zeros(pieces[-1], self.shape[self.dim] - at))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, self.dim)
+
+    def _zeros(self, like: Tensor, n: int) -> Tensor:
+        shape = list(self.shape)
+        shape[self.dim] = n
+        return like.new_zeros(shape)
+
+
+def _plain(r: Any) -> Any:
+    return r.materialize() if isinstance(r, _Pieces) else r
 
 
 def feed(captured: Captured, model: torch.nn.Module, leaves: list[Any]) -> list[Any]:
@@ -294,7 +335,7 @@ class ProgramBuilder:
             for node in reversed(self.live):
                 if node.op != "call_function":
                     continue
-                r = relevance.pop(node, None)
+                r = _plain(relevance.pop(node, None))
                 if node in wanted:
                     module_rel[wanted[node]] = r if r is not None else torch.zeros_like(env[node])
                 if r is None or (isinstance(r, list) and all(x is None for x in r)):
@@ -306,7 +347,7 @@ class ProgramBuilder:
         outputs = [out]
         for i in self.float_inputs:
             ph = self.input_nodes[i]
-            r = relevance.get(ph)
+            r = _plain(relevance.get(ph))
             outputs.append(r if r is not None else torch.zeros_like(env[ph]))
         outputs += [module_rel[m] for m in self.options.modules]
         self.param_names = sorted(self.param_rel)
@@ -340,6 +381,8 @@ class ProgramBuilder:
         if isinstance(r, list):  # multi-output op: missing slots are zeros
             value = self.env[node]
             r = [x if x is not None or not isinstance(v, Tensor) else None for x, v in zip(r, value)]
+        if op_rule is not None and op_rule.fn is routing.route and self._gather_view(node, r, relevance):
+            return
         fn = routing.gradient_fallback if op_rule is None else op_rule.fn
         try:
             rel = list(fn(call, r))
@@ -363,7 +406,48 @@ class ProgramBuilder:
                     f"rule for {node.target} returned relevance of shape {tuple(ri.shape)} for input {inp.name} "
                     f"of shape {tuple(expected.shape)}"
                 )
-            relevance[inp] = ri if inp not in relevance else relevance[inp] + ri
+            relevance[inp] = ri if inp not in relevance else _plain(relevance[inp]) + ri
+
+    def _gather_view(self, node: fx.Node, r: Any, relevance: dict) -> bool:
+        """Hold the relevance of a ``select`` or step-1 ``slice`` of a tensor as a piece of the tensor's relevance
+        (``_Pieces``) instead of routing it now; False where that does not apply (the caller routes as usual)."""
+        if node.target not in (aten.select.int, aten.slice.Tensor) or not isinstance(r, Tensor):
+            return False
+        src = node.args[0]
+        value = self.env.get(src) if isinstance(src, fx.Node) else None
+        if not isinstance(value, Tensor) or src not in self.activations or src not in self._live_set:
+            return False
+        shape = value.shape
+        dim = node.args[1] if len(node.args) > 1 else 0
+        if not isinstance(dim, int):
+            return False
+        dim %= len(shape)
+        size = shape[dim]
+        if node.target is aten.select.int:
+            index = node.args[2]
+            if not isinstance(index, int) or not isinstance(size, int):
+                return False
+            start = index % size
+            stop, selected = start + 1, True
+        else:
+            start, stop = (list(node.args[2:4]) + [None, None])[:2]
+            step = node.args[4] if len(node.args) > 4 else 1
+            start, stop = 0 if start is None else start, size if stop is None else stop
+            if step != 1 or not all(isinstance(v, int) for v in (start, stop, size)):
+                return False
+            start, stop = max(0, start + size if start < 0 else start), min(size, stop + size if stop < 0 else stop)
+            if stop <= start:
+                return False
+            selected = False
+        held = relevance.get(src)
+        if held is None:
+            held = relevance[src] = _Pieces(shape, dim)
+        elif not isinstance(held, _Pieces) or held.dim != dim:
+            return False
+        if not held.add(start, stop, r, selected):
+            relevance[src] = held.materialize()
+            return False
+        return True
 
     @property
     def _live_set(self) -> set[fx.Node]:

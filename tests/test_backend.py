@@ -282,3 +282,136 @@ def test_entry_point_registration_without_importing_lrp_fx(tmp_path):
     env = dict(os.environ, TORCHINDUCTOR_COMPILE_THREADS="1")
     proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+
+
+def _bn_cnn() -> CNN:
+    model = CNN().eval()
+    with torch.no_grad():  # non-trivial batch-norm statistics: the folded weights differ from the raw ones
+        model.features[1].running_mean.uniform_(-0.5, 0.5)
+        model.features[1].running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_dynamic_true_matches_attribute_without_rebuilding():
+    # dynamic=True passes the batch norm's float attributes as 0-d tensors read back with .item(), and makes the
+    # spatial sizes symbolic too
+    model = _bn_cnn()
+    be = lrp_fx.backend("epsilon_plus_flat", inductor=False)
+    cmodel = torch.compile(model, backend=be, dynamic=True)
+    for batch, side in ((2, 12), (3, 12), (5, 12), (3, 16)):
+        x = torch.randn(batch, 3, side, side)
+        out, seed, rel = _relevance(cmodel, x)
+        ref = lrp_fx.attribute(model, x, target=seed, composite="epsilon_plus_flat")
+        torch.testing.assert_close(out, ref.output)
+        _close(rel, ref.relevance)
+    assert (be.graphs, be.builds) == (1, 1)
+
+
+def test_dynamic_true_transformer_with_inductor():
+    model = Block(attention=True).eval()
+    params = {"epsilon": 1e-2, "stabilizer": 1e-2}  # see test_transformer_like_matches_attribute
+    be = lrp_fx.backend("epsilon", **params)
+    cmodel = torch.compile(model, backend=be, dynamic=True, fullgraph=True)
+    for batch in (2, 3, 4):
+        x = torch.randn(batch, 5, 16)
+        out, seed, rel = _relevance(cmodel, x)
+        _close(rel, lrp_fx.attribute(model, x, target=seed, composite="epsilon", **params).relevance)
+    assert be.builds == 1
+
+
+def _part_ops(be: LRPBackend) -> int:
+    """call_function nodes in the forward and relevance parts of the backend's one program."""
+    (entry,) = [e for entries in be._programs.values() for e in entries]
+    parts = (entry.split.forward, entry.split.backward)
+    return sum(1 for gm in parts for n in gm.graph.nodes if n.op == "call_function")
+
+
+def test_weights_are_hoisted_out_of_the_compiled_parts():
+    model = _bn_cnn()
+    x = torch.randn(3, 3, 12, 12)
+    rels, ops = {}, {}
+    for reuse in (True, False):
+        be = lrp_fx.backend("epsilon_plus_flat", inductor=False, reuse_weights=reuse)
+        _, seed, rels[reuse] = _relevance(torch.compile(model, backend=be), x, seed_fn=lambda o: torch.ones_like(o))
+        ops[reuse] = _part_ops(be)
+        assert be.prologue_runs == (1 if reuse else 0)
+        torch._dynamo.reset()
+    _close(rels[True], rels[False])
+    assert ops[True] < ops[False]  # the folded batch norm and the z+ weights left the per-call parts
+
+
+def test_weight_updates_are_seen():
+    model = _bn_cnn()
+    be = lrp_fx.backend("epsilon_plus_flat")  # Inductor: hoisted weights are inputs of the compiled parts
+    cmodel = torch.compile(model, backend=be)
+    x = torch.randn(2, 3, 12, 12)
+
+    def check() -> None:
+        out, seed, rel = _relevance(cmodel, x)
+        ref = lrp_fx.attribute(model, x, target=seed, composite="epsilon_plus_flat", reuse_weights=False)
+        torch.testing.assert_close(out, ref.output, rtol=1e-5, atol=1e-6)
+        _close(rel, ref.relevance)
+
+    check()
+    check()
+    assert be.prologue_runs == 1  # unchanged weights: computed once
+    with torch.no_grad():  # in place (an optimizer step)
+        model.features[0].weight.add_(0.3 * torch.randn_like(model.features[0].weight))
+        model.features[1].running_var.mul_(3.0)
+    check()
+    assert be.prologue_runs == 2
+    state = {k: v + 0.1 * torch.randn_like(v) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    check()
+    assert be.prologue_runs == 3
+    model.features[4].weight = nn.Parameter(torch.randn_like(model.features[4].weight))  # replaced
+    check()
+    assert be.prologue_runs >= 4
+
+
+def _broadcast_bmms(be: LRPBackend) -> int:
+    """Batched products in the backend's program parts whose second operand is one broadcast matrix."""
+    (entry,) = [e for entries in be._programs.values() for e in entries]
+    parts = (entry.split.forward, entry.split.backward)
+    return sum(
+        1
+        for gm in parts
+        for n in gm.graph.nodes
+        if n.target is torch.ops.aten.bmm.default and n.args[1].meta["val"].stride(0) == 0
+    )
+
+
+def _tiny_vit() -> nn.Module:
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5
+    ).eval()
+    nn.init.normal_(model.heads.head.weight, std=0.2)  # zero-initialised: no relevance at all
+    return model
+
+
+def test_dynamic_true_vision_transformer():
+    model = _tiny_vit()
+    be = lrp_fx.backend("attnlrp", inductor=False)
+    cmodel = torch.compile(model, backend=be, dynamic=True)
+    for batch in (2, 3, 5):
+        x = torch.randn(batch, 3, 32, 32)
+        out, seed, rel = _relevance(cmodel, x)
+        _close(rel, lrp_fx.attribute(model, x, target=seed, composite="attnlrp").relevance)
+    assert (be.graphs, be.builds) == (1, 1)  # one program for every batch size
+
+
+def test_broadcast_weight_products_are_folded():
+    model = _tiny_vit().requires_grad_(False)  # matmul folds by itself where the weight requires grad
+    x = torch.randn(3, 3, 32, 32)
+    counts = {}
+    for fold in (True, False):
+        torch._dynamo.reset()
+        be = lrp_fx.backend("attnlrp", inductor=False, fold_bmm=fold)
+        out, seed, rel = _relevance(torch.compile(model, backend=be), x)
+        _close(rel, lrp_fx.attribute(model, x, target=seed, composite="attnlrp").relevance)
+        counts[fold] = _broadcast_bmms(be)
+    # nn.MultiheadAttention's (tokens, batch, features) projections: the weight broadcast to every token, in the
+    # forward and in the relevance pass; folded into one matrix product each
+    assert counts[False] > 0 and counts[True] == 0

@@ -152,3 +152,66 @@ def test_compile_and_export_doc_examples_run(tmp_path, monkeypatch):
         for i, block in enumerate(blocks):
             exec(compile(block, f"docs/compile_and_export.md[{i}]", "exec"), scope)
     torch._dynamo.reset()
+
+
+def test_hoisted_weights_are_constants_of_the_program():
+    torch.manual_seed(0)
+    model = _cnn()
+    example = torch.randn(2, 3, 12, 12)
+    hoisted = lrp_fx.export(model, example, composite="epsilon_plus_flat")
+    plain = lrp_fx.export(model, example, composite="epsilon_plus_flat", reuse_weights=False)
+    assert not plain.constants and hoisted.constants  # computed at export time, stored in the program
+
+    def n_ops(prog):
+        return sum(1 for n in prog.graph.nodes if n.op == "call_function")
+
+    assert n_ops(hoisted) < n_ops(plain)
+    x, seed = torch.randn(3, 3, 12, 12), torch.randn(3, 5)
+    ref = lrp_fx.attribute(model, x, target=seed, composite="epsilon_plus_flat")
+    for prog in (hoisted, plain):
+        out, rel = prog.module()(x, seed)
+        torch.testing.assert_close(out, ref.output)
+        _close(rel, ref.relevance)
+
+
+class _MHA(nn.Module):
+    """Batch-first multi-head attention: its sequence-first projections make matmul broadcast the weight (bmm)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.attn(x, x, x, need_weights=False)
+        return self.head((x + y).mean(1))
+
+
+def test_broadcast_bmm_becomes_one_matrix_product():
+    from lrp_fx.export import fold_broadcast_bmm
+    from lrp_fx.inplace import copy_graph_module
+
+    torch.manual_seed(0)
+    model = _MHA().eval()
+    x, seed = torch.randn(3, 7, 16), torch.randn(3, 3)
+    params = {"epsilon": 1e-2}
+    try:
+        res = lrp_fx.attribute(model, x, target=seed, composite="epsilon", **params)
+    except lrp_fx.MissingRuleError as err:
+        pytest.skip(f"lrp_fx has no rule yet for an op of this model: {str(err).splitlines()[1].strip()}")
+    gm = copy_graph_module(res.program.graph_module)
+
+    def bmm_count(g):
+        return sum(1 for n in g.graph.nodes if n.target is torch.ops.aten.bmm.default)
+
+    before = bmm_count(gm)
+    folded = fold_broadcast_bmm(gm)
+    assert folded > 0 and bmm_count(gm) == before - folded
+    values = res.program.placeholder_values(model, [x])
+    with torch.no_grad():
+        out = gm(*values, seed)
+    torch.testing.assert_close(out[0], res.output)
+    _close(out[1], res.relevance)
+    prog = lrp_fx.export(model, x, composite="epsilon", **params)  # the export folds them too
+    assert bmm_count(prog.graph_module) < before
+    _close(prog.module()(x, seed)[1], res.relevance)

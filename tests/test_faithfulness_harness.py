@@ -142,3 +142,34 @@ def test_mean_sem():
     mean, sem = fl.mean_sem([1.0, 2.0, 3.0, 4.0])
     assert mean == pytest.approx(2.5)
     assert sem == pytest.approx(torch.tensor([1.0, 2.0, 3.0, 4.0]).std().item() / 2)
+
+
+def test_reference_rule_is_exact_toward_its_baseline():
+    """A linear model ``f(x) = w . x + b`` flipped toward a baseline ``x~``: removing feature ``i`` changes the output
+    by exactly ``w_i (x_i - x~_i)``. lrp_fx's reference-point rule with ``x~`` as its reference returns those
+    contributions (scaled by ``R / (f(x) - f(x~))``), so its ordering reaches the largest ABPC of all 120 orderings;
+    the plain epsilon rule (``w_i x_i``) does not."""
+    import lrp_fx
+
+    w = torch.tensor([[2.0, -1.0, 0.5, 3.0, -0.25]], dtype=torch.float64)
+    x = torch.tensor([1.0, 2.0, -2.0, 0.5, 4.0], dtype=torch.float64)
+    base = torch.tensor([0.5, 3.0, -1.0, 0.0, 3.0], dtype=torch.float64)  # f(x) > f(x~): R and the change agree
+    model = torch.nn.Linear(5, 1).double()
+    with torch.no_grad():
+        model.weight.copy_(w)
+        model.bias.fill_(0.7)
+    task = fl.FlipTask(
+        n_features=5,
+        perturb=lambda masks: torch.where(masks, base, x),
+        score=lambda batch: model(batch).detach().repeat(1, 2),
+    )
+    ref = lrp_fx.attribute(model, x[None], target=0, composite="epsilon", reference=base).relevance[0]
+    exact = w[0] * (x - base)
+    torch.testing.assert_close(ref / ref.sum(), exact / exact.sum())
+    eps = lrp_fx.attribute(model, x[None], target=0, composite="epsilon").relevance[0]
+    best = max(
+        fl.evaluate(task, torch.tensor(list(p), dtype=torch.float64), steps=5).abpc[0].item()
+        for p in itertools.permutations(range(5))
+    )
+    assert fl.evaluate(task, ref, steps=5).abpc[0].item() == pytest.approx(best)
+    assert fl.evaluate(task, eps, steps=5).abpc[0].item() < best - 0.1

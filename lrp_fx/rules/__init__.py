@@ -1,6 +1,16 @@
 """Relevance rules, registered per aten op. Importing this package registers every built-in rule."""
 
-from . import attention, elementwise, embedding, linear, misc, norm, pointwise, routing  # noqa: F401  (registration)
+from . import (  # noqa: F401  (registration)
+    attention,
+    elementwise,
+    embedding,
+    linear,
+    misc,
+    norm,
+    pointwise,
+    reference,
+    routing,
+)
 from .base import (
     AlphaBeta,
     Epsilon,
@@ -18,6 +28,7 @@ from .base import (
     ZPlus,
 )
 from .call import RuleCall
+from .reference import Reference
 from .registry import OpRule, get_rule, register_rule, registered_ops
 from .stabilize import stabilize
 
@@ -30,6 +41,7 @@ __all__ = [
     "Norm",
     "OpRule",
     "Pass",
+    "Reference",
     "Route",
     "Rule",
     "RuleCall",

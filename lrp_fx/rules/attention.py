@@ -240,6 +240,10 @@ def _repeat_heads(t: Tensor, groups: int) -> Tensor:
     return t if groups == 1 else t.repeat_interleave(groups, dim=-3)
 
 
+def _times(t: Tensor, c: float) -> Tensor:
+    return t if c == 1 else t.mul_(c)
+
+
 def _fold_heads(r: Tensor | None, groups: int, shape: torch.Size) -> Tensor | None:
     if r is None or groups == 1:
         return r
@@ -274,47 +278,52 @@ def attention(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     mask = call.value(mn) if isinstance(mn, fx.Node) else mn
     eps = _eps(call.rule)
     groups = q.shape[-3] // k.shape[-3] if a["enable_gqa"] and q.dim() >= 3 else 1
-    kr, vr = _repeat_heads(k, groups), _repeat_heads(v, groups)
+    # contiguous once: matmul folds batch and head dimensions, and heads split off a projection
+    # ([B, N, H, d].transpose(1, 2)) do not fold, so every product would copy them again
+    q0, k0, v0 = q, _repeat_heads(k, groups), _repeat_heads(v, groups)
+    q, kr, vr = q0.contiguous(), k0.contiguous(), v0.contiguous()
     scale = a["scale"] if a["scale"] is not None else 1.0 / math.sqrt(q.shape[-1])
-    S = torch.matmul(q, _mt(kr)) * scale
-    L = S
+    # every pass over the [.., Nq, Nk] scores costs as much as a small matmul: the scale goes on q, masks are
+    # applied in place, and only a masked call looks for fully masked rows
+    S = torch.matmul(q * scale, _mt(kr))
+    L = S.clone() if call.track and (a["is_causal"] or mask is not None) else S
     if a["is_causal"]:
         n_q, n_k = q.shape[-2], k.shape[-2]
         causal = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril()
-        L = L.masked_fill(~causal, float("-inf"))
+        L = L.masked_fill_(~causal, float("-inf"))
     if mask is not None:
-        L = L.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else L + mask
+        L = L.masked_fill_(~mask, float("-inf")) if mask.dtype == torch.bool else L.add_(mask)
     P = torch.softmax(L, dim=-1)
-    fully_masked = torch.isneginf(L).all(-1, keepdim=True)  # such rows give 0, as in torch's math attention
-    P = torch.where(fully_masked, torch.zeros((), dtype=P.dtype, device=P.device), P)
-    Y = torch.matmul(P, vr)
+    if a["is_causal"] or mask is not None:  # fully masked rows: softmax gives NaN, torch's math attention 0
+        P = P.nan_to_num_(0.0)
+    Y = call.out(support_only=True)
 
     act_q, act_k, act_v = (call.is_activation(n) for n in (qn, kn, vn))
     constant_p = isinstance(call.rule, ConstantAttention)
     act_p = (act_q or act_k) and not constant_p
     w_p, w_v = _weights(act_p, act_v)
     s = relevance / stabilize(Y, eps)
-    r_p, r_v = product_shares(P, vr, s, w_p, w_v)
     out: dict[int, Tensor | None] = {}
     absorbed = relevance.sum() - (w_p + w_v) * (s * Y).sum() if call.track else None
-    if r_v is not None:
-        out[2] = _fold_heads(r_v, groups, v.shape)
-    if r_p is not None:
-        r_l = softmax_taylor(L, P, r_p, -1)
-        if mask is not None and mask.dtype != torch.bool:
-            r_s = S * r_l / stabilize(L, eps)
-            r_s = torch.where(torch.isfinite(r_s), r_s, torch.zeros((), dtype=r_s.dtype, device=r_s.device))
-        else:
-            r_s = r_l
+    if w_v:
+        # the relevances take the layout of the original q, k, v (first operand), so that the views that made the
+        # heads (transpose, reshape) route them back without a copy
+        out[2] = _fold_heads(_times(v0 * torch.matmul(_mt(P), s), w_v), groups, v.shape)
+    if w_p:
+        # R_P = w_P * P * (s V^T); softmax (Taylor): R_L = L * g with g = R_P - P * sum_k R_P (g = 0 where P = 0);
+        # the mask's share: R_S = S * g; the epsilon rule on S = scale * Q K^T divides R_S by S again, so its
+        # product is formed from t = g directly (the eps -> 0 limit: exact, and no division by a score near 0)
+        t = torch.matmul(s, _mt(vr)).mul_(P)
+        r_p_sum = t.sum() * w_p if call.track else None
+        t = t.addcmul_(P, t.sum(-1, keepdim=True), value=-1.0)
         w_q, w_k = _weights(act_q, act_k)
-        t = r_s / stabilize(S, eps)
-        r_q, r_k = product_shares(q, _mt(kr), t * scale, w_q, w_k)
-        if r_q is not None:
-            out[0] = r_q
-        if r_k is not None:
-            out[1] = _fold_heads(_mt(r_k), groups, k.shape)
+        c = w_p * scale  # the weights and the scale go on the [.., N, d] products, not on t
+        if w_q:
+            out[0] = _times(q0 * torch.matmul(t, kr), c * w_q)
+        if w_k:
+            out[1] = _fold_heads(_times(k0 * torch.matmul(_mt(t), q), c * w_k), groups, k.shape)
         if absorbed is not None:
-            absorbed = absorbed + r_p.sum() - (w_q + w_k) * (t * S).sum()
+            absorbed = absorbed + r_p_sum - (w_q + w_k) * w_p * (t * S).sum()
     if absorbed is not None:
         call.absorb(absorbed)
     return call.assign(out)

@@ -131,5 +131,12 @@ class UniformProduct(Rule):
 
 
 @dataclass(frozen=True)
+class ConstantGate(Rule):
+    """Product of two activations where exactly one is a gate, the output of an element-wise activation function
+    (SwiGLU's ``silu(x W_g) * (x W_u)``, GeGLU, a sigmoid gate): the gate is a constant and the other factor
+    receives all of the relevance (LXT's CP-LRP treatment of gated MLPs). Any other product: ``UniformProduct``."""
+
+
+@dataclass(frozen=True)
 class Gradient(Rule):
     """The op's vector-Jacobian product. Used only as the declared fallback of permissive mode."""

@@ -6,10 +6,12 @@ receives the relevance of every position it was added to.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+import operator
 
-from .base import Epsilon, Norm, Pass, UniformProduct
+import torch
+from torch import Tensor, fx
+
+from .base import ConstantGate, Epsilon, Norm, Pass, UniformProduct
 from .call import RuleCall, sum_to
 from .registry import aten, register_rule
 from .stabilize import stabilize
@@ -88,7 +90,38 @@ def proportional_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     return call.assign(shares)
 
 
-@register_rule(aten.mul.Tensor, group="mul", accepts=(UniformProduct,), default=UniformProduct())
+# ops that may sit between a gate function's output and the product it scales (they move or cast, never mix)
+_GATE_PATH = {
+    aten.view.default,
+    aten._unsafe_view.default,
+    aten.reshape.default,
+    aten.expand.default,
+    aten.unsqueeze.default,
+    aten.permute.default,
+    aten.transpose.int,
+    aten.slice.Tensor,
+    aten.select.int,
+    aten.clone.default,
+    aten._to_copy.default,
+    aten.alias.default,
+    operator.getitem,
+}
+
+
+def is_gate(node: object) -> bool:
+    """Whether ``node`` is an element-wise activation function's output (``ACTIVATIONS``), possibly reshaped."""
+    for _ in range(16):
+        if not isinstance(node, fx.Node) or node.op != "call_function":
+            return False
+        if node.target in ACTIVATIONS and node.target is not aten.relu.default:
+            return True
+        if node.target not in _GATE_PATH:
+            return False
+        node = node.args[0]
+    return False
+
+
+@register_rule(aten.mul.Tensor, group="mul", accepts=(UniformProduct, ConstantGate), default=UniformProduct())
 def product(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     """``y = a * b``.
 
@@ -96,9 +129,15 @@ def product(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
       (the epsilon rule of a diagonal linear map, ``x * (c * R / (c * x)) = R``).
     * Both factors activations (gates, attention): each receives ``R / 2`` (AttnLRP's uniform rule), reduced to its
       shape if it was broadcast.
+    * ``ConstantGate``: where exactly one of two activation factors is a gate (``is_gate``: ``silu``, ``gelu``,
+      ``sigmoid``, ... output), the gate is constant and the other factor receives all of ``R``.
     """
     a, b = call.node.args[0], call.node.args[1]
     act = [call.is_activation(a), call.is_activation(b)]
+    if act[0] and act[1] and isinstance(call.rule, ConstantGate):
+        gate = [is_gate(a), is_gate(b)]
+        if gate[0] != gate[1]:
+            act = [not gate[0], not gate[1]]
     if act[0] and act[1]:
         va, vb = call.value(a), call.value(b)
         half = relevance * 0.5

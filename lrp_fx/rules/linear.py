@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, fx
 
 from .autodiff import vjp
 from .base import AlphaBeta, Epsilon, Flat, Gamma, Norm, WSquare, ZBox, ZPlus
@@ -108,16 +108,49 @@ def _groups(call: RuleCall, x: Tensor, w: Tensor, b: Tensor | None) -> list[Grou
         if call.out_nonneg(support_only=True):  # o < 0 nowhere on the relevance support (e.g. before a ReLU)
             return [positive]
         return [positive, Group(split(wb, bb, wa), mask=o < 0, eps=rule.stabilizer)]
+    fill = _pad_fill_mask(call, x)  # Flat, WSquare and ZBox modify the input: a pad's fill values stay constants
     if isinstance(rule, Flat):
-        return [Group([Term(ONES, torch.ones_like(w), None)], eps=rule.stabilizer, nonneg=True)]
+        return [
+            Group([Term(ONES if fill is None else fill, torch.ones_like(w), None)], eps=rule.stabilizer, nonneg=True)
+        ]
     if isinstance(rule, WSquare):
-        return [Group([Term(ONES, w * w, None if b is None else b * b)], eps=rule.stabilizer, nonneg=True)]
+        ones = ONES if fill is None else fill
+        return [Group([Term(ones, w * w, None if b is None else b * b)], eps=rule.stabilizer, nonneg=True)]
     if isinstance(rule, ZBox):
-        low = torch.as_tensor(rule.low, dtype=x.dtype, device=x.device).expand_as(x)
-        high = torch.as_tensor(rule.high, dtype=x.dtype, device=x.device).expand_as(x)
+        low, high = _constant(rule.low, x).expand_as(x), _constant(rule.high, x).expand_as(x)
+        if fill is not None:  # bounds = the fill value itself: the fill positions contribute 0 to z and get nothing
+            low, high = torch.where(fill > 0, low, x), torch.where(fill > 0, high, x)
         terms = [Term(x, w, b), Term(low, _pos(w), _pos(b), -1.0), Term(high, _neg(w), _neg(b), -1.0)]
         return [Group(terms, eps=rule.stabilizer)]
     raise TypeError(f"no linear-family formulation for {rule!r}")
+
+
+def _constant(v: Tensor | float, like: Tensor) -> Tensor:
+    """A rule parameter (float or tensor) as a constant of the program: a real tensor cannot enter the fake-tensor
+    trace the program is built by, its values can."""
+    if isinstance(v, Tensor):
+        return torch.tensor(v.tolist(), dtype=like.dtype, device=like.device)
+    return like.new_full((), float(v))
+
+
+def _pad_fill_mask(call: RuleCall, x: Tensor) -> Tensor | None:
+    """1 where ``x`` comes from the activation, 0 on the fill of a ``constant_pad_nd`` that produced ``x``; ``None``
+    when ``x`` is not a pad's output.
+
+    The fill values are constants of the graph, not inputs: a rule that modifies the input (Flat, WSquare: ones;
+    ZBox: bounds) must leave them unmodified, exactly as it does for a convolution's own zero padding. Without this,
+    ``conv(pad(x))`` (TF-"SAME" padding, EfficientNet's stem) would hand the fill positions a share of the relevance
+    that ``conv(x, padding=p)`` keeps on ``x``; Zennit, whose hook re-runs the padding module's forward on the
+    modified input, agrees with this reading.
+    """
+    src = call.node.args[0]
+    if not (isinstance(src, fx.Node) and src.target is aten.constant_pad_nd.default and call.is_activation(src)):
+        return None
+    pad = list(src.args[1])
+    shape = list(x.shape)
+    for k in range(len(pad) // 2):  # pad lists (left, right) pairs from the last dimension backwards
+        shape[x.dim() - 1 - k] -= pad[2 * k] + pad[2 * k + 1]
+    return aten.constant_pad_nd(torch.ones(shape, dtype=x.dtype, device=x.device), pad, 0.0)
 
 
 def _denominator(f, x: Tensor, terms: list[Term]) -> Tensor:

@@ -25,7 +25,8 @@ Centring (``x - mean(x)`` in a hand-written layer norm) is not a normaliser: the
 flows back to ``x`` through the ``sub`` and ``mean`` rules, conservatively.
 
 Group norm stays whole (``aten.native_group_norm``, met in the convolutional feature encoders of wav2vec 2.0 and
-HuBERT) and gets the layer-norm rule: statistics constant, epsilon on the per-channel affine part.
+HuBERT) and gets the layer-norm rules: statistics constant, then either epsilon on the per-channel affine part
+(``Pass``) or epsilon on the whole map made linear, centring included (``Epsilon``, the transformer presets).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import operator
 import torch
 from torch import Tensor, fx
 
-from .base import Pass
+from .base import Epsilon, Pass
 from .call import RuleCall
 from .registry import register_rule
 from .stabilize import stabilize
@@ -136,19 +137,33 @@ def is_normaliser(node: fx.Node, dependent: set[fx.Node]) -> bool:
     return _root_of_statistic(node, dependent) and _scales_an_activation(node, dependent)
 
 
-@register_rule(aten.native_group_norm.default, group="layernorm", accepts=(Pass,), default=Pass())
+@register_rule(aten.native_group_norm.default, group="layernorm", accepts=(Pass, Epsilon), default=Pass())
 def group_norm(call: RuleCall, relevance: list) -> list[Tensor | None]:
-    """``y = (x - mean_g) * rstd_g * gamma_c + beta_c`` (statistics per sample and group of channels): the statistics
-    are constant (as for layer norm, AttnLRP's choice), epsilon on the affine part: ``R_x = (y - beta) * R / stab(y)``,
-    ``beta`` broadcast over the channel dimension 1; ``beta`` absorbs the rest. Exact without ``beta``."""
+    """``y = (x - mean_g) * rstd_g * gamma_c + beta_c`` (statistics per sample and group of channels), the statistics'
+    normaliser ``rstd_g`` constant, as for layer norm:
+
+    * ``Pass`` (the default): the centring counts as element-wise, ``R_x = (y - beta) * R / stab(y)`` (eps 1e-6);
+    * ``Epsilon(eps)`` (the ``attnlrp``/``cplrp`` presets, as for layer norm): the epsilon rule on the map made
+      linear, centring included: ``v = gamma_c * rstd_g * R / stab(y)``, ``R_x = x * (v - mean_g(v))`` with the mean
+      over each group's channels and positions.
+
+    Both give ``sum R_x = sum (y - beta) * R / stab(y)``; ``beta`` absorbs the rest. Exact without ``beta``."""
     r = relevance[0]
     if r is None:
         return call.assign({})
     y = call.out(support_only=True)[0]
     beta = call.arg(2)
-    s = r / stabilize(y, 1e-6)
-    centred = y if beta is None else y - beta.view(1, -1, *([1] * (y.dim() - 2)))
-    r_x = centred * s
+    channels = (1, -1) + (1,) * (y.dim() - 2)
+    if isinstance(call.rule, Epsilon):
+        x, gamma, groups = call.arg(0), call.arg(1), call.node.args[6]
+        v = r / stabilize(y, call.rule.epsilon)
+        v = v if gamma is None else v * gamma.view(channels)
+        n = x.shape[0]
+        v = v.reshape(n, groups, -1) * call.out(index=2).reshape(n, groups, 1)
+        r_x = x * (v - v.mean(-1, keepdim=True)).view(x.shape)
+    else:
+        s = r / stabilize(y, 1e-6)
+        r_x = (y if beta is None else y - beta.view(channels)) * s
     if call.track:
         call.absorb(r - r_x)
     return call.first(r_x)

@@ -57,8 +57,9 @@ def dense_contributions(q, k, v, r, rule, causal, mask, eps):
     """Independent float64 formula from explicit contribution tensors (small N only).
 
     A v: terms T[i, j, d] = A_ij v_jd, each term's share of R_O[i, d] is T / stab(O); AttnLRP splits every term
-    uniformly between A_ij and v_jd; softmax rule R_L = L (R_A - A rowsum R_A); q k^T: terms U[i, j, d] = c q_id k_jd
-    share R_L_ij / stab(L_ij), split uniformly between q and k.
+    uniformly between A_ij and v_jd; softmax rule R_L = L * g, g = R_A - A rowsum R_A; q k^T: terms
+    U[i, j, d] = c q_id k_jd share R_L_ij in proportion U / L (no stabiliser needed: R_L / L = g exactly), split
+    uniformly between q and k.
     """
     B, H, n_q, d = q.shape
     h_kv, n_k = k.shape[1], k.shape[2]
@@ -90,9 +91,8 @@ def dense_contributions(q, k, v, r, rule, causal, mask, eps):
                 continue
             r_v[b, hk] += 0.5 * rt.sum(0)
             r_a = 0.5 * rt.sum(-1)
-            r_l = logits * (r_a - a * r_a.sum(1, keepdim=True))
-            r_l = torch.where(valid, r_l, 0.0)
-            ru = u * (r_l / _stab(logits, eps))[..., None]
+            g = torch.where(valid, r_a - a * r_a.sum(1, keepdim=True), 0.0)  # R_L = L * g
+            ru = u * g[..., None]  # each term's share of R_L, u / L, in the eps -> 0 limit: R_L / L = g
             r_q[b, h] += 0.5 * ru.sum(1)
             r_k[b, hk] += 0.5 * ru.sum(0)
     return r_q, r_k, r_v

@@ -160,10 +160,11 @@ def attention_reference(q, k, v, R, mask=None, causal=False, scale=None, constan
     rv = rv.unflatten(-3, (k.shape[-3], groups)).sum(-3)
     if constant_p:
         return None, None, rv
-    rl = torch.where(P == 0, 0.0, L * (rp - P * rp.sum(-1, keepdim=True)))
-    rs = rl if mask is None or mask.dtype == torch.bool else torch.where(P == 0, 0.0, S * rl / stab(L))
-    cq = scale * q[..., :, None, :] * kr[..., None, :, :]  # [.., i, j, d]
-    t = rs / stab(S)
+    # softmax (Taylor): R_L = L * g; the additive mask keeps its share, R_S = S * g; epsilon on S = scale q k^T
+    # divides by S again, in the eps -> 0 limit: t = R_S / S = g (0 where P = 0)
+    g = rp - P * rp.sum(-1, keepdim=True)
+    cq = scale * q[..., :, None, :] * kr[..., None, :, :]  # [.., i, j, d], sum_d cq = S
+    t = g
     rq = 0.5 * (cq * t[..., None]).sum(-2)
     rk = 0.5 * (cq * t[..., None]).sum(-3)
     return rq, rk.unflatten(-3, (k.shape[-3], groups)).sum(-3), rv

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -59,6 +60,25 @@ def test_product_of_activations_splits_uniformly():
     res = _attr(Binary(torch.mul), (x, y), R)
     torch.testing.assert_close(res.relevance[0], R / 2)
     torch.testing.assert_close(res.relevance[1], (R / 2).sum(1, keepdim=True))
+
+
+def test_constant_gate_hands_the_product_to_the_ungated_factor():
+    """``gate="constant"`` (LXT's CP-LRP for gated MLPs): in ``silu(a) * b`` the gate ``silu(a)`` is a constant, so
+    ``b`` receives all of ``R`` and ``a`` none; a product of two non-gates (or two gates) stays uniform."""
+    a, b = torch.randn(2, 5, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)
+    R = torch.randn(2, 5, dtype=torch.float64)
+    swiglu = Binary(lambda a, b: torch.nn.functional.silu(a) * b)
+    for composite in ("attnlrp", "cplrp"):
+        gated = lrp_fx.attribute(swiglu, (a, b), target=R, composite=composite, gate="constant")
+        torch.testing.assert_close(gated.relevance[1], R)
+        assert (gated.relevance[0] == 0).all()
+        uniform = lrp_fx.attribute(swiglu, (a, b), target=R, composite=composite)
+        torch.testing.assert_close(uniform.relevance[0], R / 2)  # silu: identity rule
+        torch.testing.assert_close(uniform.relevance[1], R / 2)
+    both = lrp_fx.attribute(Binary(torch.mul), (a, b), target=R, composite="attnlrp", gate="constant")
+    torch.testing.assert_close(both.relevance[0], R / 2)
+    with pytest.raises(TypeError, match="gate"):
+        lrp_fx.attribute(swiglu, (a, b), target=R, composite="epsilon", gate="constant")
 
 
 def test_product_with_parameter_is_identity():
@@ -130,3 +150,33 @@ def test_routing_ops_route_exactly():
     torch.testing.assert_close(res.relevance[0], ex.permute(0, 2, 1))
     torch.testing.assert_close(res.relevance[1], Rv[:, 4:].sum(dim=(0, 1), keepdim=True))
     torch.testing.assert_close(res.relevance[0].sum() + res.relevance[1].sum(), R.sum())
+
+
+@pytest.mark.parametrize(
+    "views",
+    [
+        [("select", 0), ("select", 1), ("select", 2)],  # q, k, v taken from one fused projection
+        [("select", 2), ("select", 0)],  # a gap at index 1
+        [("slice", 0, 2), ("slice", 3, 5), ("select", 2)],  # slices and a select tiling the dimension
+        [("slice", 1, 4), ("select", 2), ("slice", -2, None)],  # overlapping views: routed one by one
+    ],
+)
+def test_views_of_one_tensor_are_routed_exactly(views):
+    """Relevance of several ``select``/``slice`` views of one tensor (gathered into one assembly by the emitter)
+    equals their routing one by one, ``J^T R``, the vector-Jacobian product of the views."""
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+
+    def take(x):
+        out = []
+        for v in views:
+            out.append(x[:, v[1]] if v[0] == "select" else x[:, v[1] : v[2]].flatten(1))
+        return torch.cat([o.flatten(1) for o in out], 1)
+
+    class Views(nn.Module):
+        def forward(self, x):
+            return take(x)
+
+    R = torch.randn_like(take(x))
+    _, vjp = torch.func.vjp(take, x)
+    (expected,) = vjp(R)
+    torch.testing.assert_close(_attr(Views(), x, R).relevance, expected)

@@ -100,3 +100,24 @@ def test_parameter_relevance_sums_like_input_relevance():
     torch.testing.assert_close(res.params["weight"].sum(), res.relevance.sum(), rtol=1e-10, atol=1e-12)
     expected = (res.params["weight"]).shape
     assert expected == module.weight.shape
+
+
+@pytest.mark.parametrize("composite", ["attnlrp", "cplrp"])
+def test_transformer_presets_take_the_gamma_rule_on_linear_layers(composite):
+    """``gamma=`` with ``attnlrp``/``cplrp`` puts the gamma rule on linear layers (the AttnLRP paper's option for
+    vision transformers), checked against the dense formula; without it they use epsilon."""
+    module = nn.Linear(7, 5).double()
+    with torch.no_grad():
+        module.bias.normal_()
+    x = torch.randn(4, 7, dtype=torch.float64)
+    R = torch.randn_like(module(x))
+    M = dense(lambda inp: inp @ module.weight.T, (4, 7))
+    bias = module.bias.detach()
+    for gamma in (0.1, 0.5):
+        res = lrp_fx.attribute(module, x, target=R, composite=composite, gamma=gamma)
+        expected = reference("gamma", x, M, bias, R, gamma=gamma)
+        torch.testing.assert_close(res.relevance, expected, rtol=1e-10, atol=1e-12)
+    plain = lrp_fx.attribute(module, x, target=R, composite=composite)
+    torch.testing.assert_close(plain.relevance, reference("epsilon", x, M, bias, R), rtol=1e-10, atol=1e-12)
+    with pytest.raises(TypeError, match="gamma"):
+        lrp_fx.attribute(module, x, target=R, composite="epsilon_plus", gamma=0.25)

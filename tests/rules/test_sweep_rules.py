@@ -29,13 +29,14 @@ def _ops(res):
 # -- group norm --------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("groups", [1, 2, 4])
 def test_group_norm_statistics_constant_epsilon_on_the_affine_part(groups):
-    """``R_x = (y - beta) * R / stab(y)``, ``beta`` broadcast over channels; ``beta`` absorbs ``beta * R / stab(y)``."""
+    """``Pass``: ``R_x = (y - beta) * R / stab(y)``, ``beta`` broadcast over channels; ``beta`` absorbs
+    ``beta * R / stab(y)``."""
     gen = torch.Generator().manual_seed(groups)
     x = torch.randn(2, 4, 6, generator=gen, dtype=D)
     w, b = torch.randn(4, generator=gen, dtype=D), torch.randn(4, generator=gen, dtype=D)
     R = torch.randn(2, 4, 6, generator=gen, dtype=D)
     model = Fn(lambda m, x: F.group_norm(x, groups, m.w, m.b), w=w, b=b)
-    res = _attr(model, x, R, track_absorbed=True)
+    res = lrp_fx.attribute(model, x, target=R, composite="epsilon", track_absorbed=True)  # default rule: Pass
     assert aten.native_group_norm.default in _ops(res)
     mean = x.view(2, groups, -1).mean(-1, keepdim=True)
     var = x.view(2, groups, -1).var(-1, unbiased=False, keepdim=True)
@@ -48,9 +49,40 @@ def test_group_norm_statistics_constant_epsilon_on_the_affine_part(groups):
 
 def test_group_norm_without_affine_is_exact():
     x, R = torch.randn(2, 6, 5, dtype=D), torch.randn(2, 6, 5, dtype=D)
-    res = _attr(Fn(lambda m, x: F.group_norm(x, 3)), x, R)
+    res = lrp_fx.attribute(Fn(lambda m, x: F.group_norm(x, 3)), x, target=R, composite="epsilon")
     y = F.group_norm(x, 3)
     torch.testing.assert_close(res.relevance, y * R / stab(y))
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_group_norm_epsilon_on_the_map_made_linear(groups):
+    """``Epsilon`` (attnlrp, cplrp): with the normaliser constant, ``y = J x + beta`` is linear; the epsilon rule
+    ``R_x[j] = sum_i x[j] J[i, j] R[i] / stab(y[i])`` with ``J`` written out densely."""
+    gen = torch.Generator().manual_seed(10 + groups)
+    n, c, p = 2, 4, 3
+    x = torch.randn(n, c, p, generator=gen, dtype=D) + 0.3
+    w, b = torch.randn(c, generator=gen, dtype=D), torch.randn(c, generator=gen, dtype=D)
+    R = torch.randn(n, c, p, generator=gen, dtype=D)
+    model = Fn(lambda m, x: F.group_norm(x, groups, m.w, m.b), w=w, b=b)
+    y = F.group_norm(x, groups, w, b)
+    expected = torch.zeros_like(x)
+    size = c // groups * p  # elements per group
+    for s in range(n):
+        for g in range(groups):
+            xs = x[s, g * c // groups : (g + 1) * c // groups].reshape(-1)
+            rstd = 1 / torch.sqrt(xs.var(unbiased=False) + 1e-5)
+            gamma = w[g * c // groups : (g + 1) * c // groups].repeat_interleave(p)
+            J = gamma[:, None] * rstd * (torch.eye(size, dtype=D) - 1.0 / size)  # J[i, j] = d y_i / d x_j
+            ys = y[s, g * c // groups : (g + 1) * c // groups].reshape(-1)
+            rs = R[s, g * c // groups : (g + 1) * c // groups].reshape(-1)
+            r_x = (xs[None, :] * J * (rs / stab(ys))[:, None]).sum(0)
+            expected[s, g * c // groups : (g + 1) * c // groups] = r_x.view(-1, p)
+    for composite in ("attnlrp", "cplrp"):
+        res = lrp_fx.attribute(model, x, target=R, composite=composite, track_absorbed=True)
+        torch.testing.assert_close(res.relevance, expected)
+        bias_share = (b.view(1, c, 1) * R / stab(y)).sum()
+        torch.testing.assert_close(res.relevance.sum() + sum(res.absorbed.values()), R.sum())
+        torch.testing.assert_close(R.sum() - res.relevance.sum(), bias_share + (R - R * y / stab(y)).sum())
 
 
 # -- selections: topk, sort, max ---------------------------------------------------------------------------------------
