@@ -834,7 +834,7 @@ def llama_3_2_1b_config(layers: int = 16) -> Any:
     if int(t.__version__.split(".")[0]) >= 5:
         kw["rope_parameters"] = rope
     else:  # transformers 4 (the LXT environment)
-        kw.update(rope_theta=500000.0, rope_scaling=rope)
+        kw.update(rope_theta=rope.pop("rope_theta"), rope_scaling=rope)
     return t.LlamaConfig(**kw)
 
 

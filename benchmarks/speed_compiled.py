@@ -155,15 +155,15 @@ def bench(
     variants = {"compiled_unhoisted": dict(reuse_weights=False)} if unhoisted else {}  # what hoisting buys
     if unfolded:  # the backend without fold_broadcast_bmm: what that rewrite buys
         variants["compiled_unfolded"] = dict(fold_bmm=False)
-    for name, options in variants.items():
+    for variant, options in variants.items():
         be_v = lrp_fx.backend(preset, **options)
         backends.append(be_v)
         fn = _compiled_call(torch.compile(model, backend=be_v), x, seed)
         start = time.perf_counter()
-        outs[name] = fn()
-        res["once_s"][name] = time.perf_counter() - start
-        log(f"  compile, {name.split('_', 1)[1]} (first call) {res['once_s'][name]:8.2f} s")
-        fns[name] = fn
+        outs[variant] = fn()
+        res["once_s"][variant] = time.perf_counter() - start
+        log(f"  compile, {variant.split('_', 1)[1]} (first call) {res['once_s'][variant]:8.2f} s")
+        fns[variant] = fn
     start = time.perf_counter()
     prog = lrp_fx.export(model, x, composite=preset)
     res["once_s"]["exported"] = time.perf_counter() - start

@@ -420,8 +420,11 @@ def render(run: dict[str, Any]) -> str:
         ]
         for r in rs:
             w, c = ratios(r, "wall"), ratios(r, "cpu")
-            mem = {p["method"]: p for p in run["memory"] if p["model"] == r["model"] and p["batch"] == r["batch"]}
-            mem = {k: v for k, v in mem.items() if v.get("env", "main") == env}
+            mem = {
+                p["method"]: p
+                for p in run["memory"]
+                if p["model"] == r["model"] and p["batch"] == r["batch"] and p.get("env", "main") == env
+            }
             gmem = mem.get("gradient", {}).get("peak_mb")
             for n in r["methods"]:
                 target = f"<= {TARGET}x" if n.startswith("lrp_fx") else ""
@@ -436,7 +439,7 @@ def render(run: dict[str, Any]) -> str:
                     f"{'' if pk is None or not gmem else f'{pk / gmem:.2f}x'} | "
                     f"{r['build_s'].get(n, float('nan')):.1f} |".replace("| nan |", "|  |")
                 )
-        agree = [(r["model"], r["batch"], k, v) for r in rs for k, v in r.get("agreement", {}).items()]
+        agree = {(r["model"], k): v for r in rs for k, v in r.get("agreement", {}).items()}  # batch 1 each time
         if agree:
             lines += [
                 "",
@@ -444,17 +447,23 @@ def render(run: dict[str, Any]) -> str:
                 "LXT's, in float64 at batch 1 with lrp_fx's stabilisers at 1e-12 (LXT has none): relative L2 "
                 "difference (the small-config parity test is `benchmarks/lxt_parity.py`):",
                 "",
-                "| model | batch | pair | rel. difference |",
-                "| --- | ---: | --- | ---: |",
+                "| model | pair | rel. difference |",
+                "| --- | --- | ---: |",
             ]
-            lines += [f"| {m_} | {b} | {k} | {v:.1e} |" for m_, b, k, v in agree]
+            lines += [f"| {m_} | {k} | {v:.1e} |" for (m_, k), v in agree.items()]
         cached = [p for p in run["memory"] if p.get("env", "main") == env and p.get("weights_cached_mb")]
         if cached:
             lines += [
                 "",
                 "Weights lrp_fx caches between calls (hoisted parameter-only values; part of the probe's baseline): "
                 + ", ".join(
-                    sorted({f"{p['model']} {p['method'].split()[-1]} {p['weights_cached_mb']:.0f} MB" for p in cached})
+                    sorted(
+                        {
+                            f"{p['model']} b{p['batch']} {p['method'].removeprefix('lrp_fx ')} "
+                            f"{p['weights_cached_mb']:.0f} MB"
+                            for p in cached
+                        }
+                    )
                 )
                 + ".",
             ]
