@@ -244,14 +244,17 @@ HEADER = (
 )
 
 
-def table_row(r: Row) -> str:
+def _status(r: Row) -> str:
+    """The status column: the error, the ops without a rule, or ok."""
     if r.error and not r.nodes:
-        status = r.error.replace("|", "\\|")
-    elif r.missing:
-        status = "missing: " + ", ".join(f"`{m}`" for m in r.missing)
-    else:
-        status = "ok" if not r.error else r.error.replace("|", "\\|")
-    cover = f"{r.ruled}/{r.live}" if r.live else "-"
+        return r.error.replace("|", "\\|")
+    if r.missing:
+        return "missing: " + ", ".join(f"`{m}`" for m in r.missing)
+    return "ok" if not r.error else r.error.replace("|", "\\|")
+
+
+def table_row(r: Row) -> str:
+    status, cover = _status(r), f"{r.ruled}/{r.live}" if r.live else "-"
     return (
         f"| {r.model} | {r.size} | {r.nodes} | {r.ops} | {cover} | {r.promises} | {r.kept} | {r.aliased} "
         f"| {r.recomputed} | {r.mb_kept:.1f} | {_fmt_err(r.err_absorbed)} | {_fmt_err(r.err_plain)} "
@@ -531,13 +534,7 @@ HF_HEADER = (
 
 
 def hf_table_row(r: HFRow) -> str:
-    if r.error and not r.nodes:
-        status = r.error.replace("|", "\\|")
-    elif r.missing:
-        status = "missing: " + ", ".join(f"`{m}`" for m in r.missing)
-    else:
-        status = "ok" if not r.error else r.error.replace("|", "\\|")
-    cover = f"{r.ruled}/{r.live}" if r.live else "-"
+    status, cover = _status(r), f"{r.ruled}/{r.live}" if r.live else "-"
     return (
         f"| {r.model} | {r.kind} | {r.inputs} | {r.nodes} | {r.ops} | {cover} | {r.promises} | {r.kept} "
         f"| {r.mb_kept:.2f} | {_fmt_err(r.err_absorbed)} | {_fmt_err(r.err_plain)} | {_fmt_err(r.err_attnlrp)} "

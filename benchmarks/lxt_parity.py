@@ -54,8 +54,9 @@ CASES = {  # name: (lrp_fx preset, LXT patch map, what is explained)
     "gpt2": ("attnlrp", "gpt2.attnLRP", "next-token logit"),
     "gpt2-cp": ("cplrp", "gpt2.cp_LRP", "next-token logit"),
     "llama-cp": ("cplrp", "llama.cp_LRP, MLP of llama.attnLRP", "next-token logit"),
-    "llama-cp-gate": ("cplrp, gate='constant'", "llama.cp_LRP", "next-token logit"),
+    "llama-cp-gate": ("cplrp", "llama.cp_LRP", "next-token logit"),
 }
+OPTIONS = {"llama-cp-gate": {"gate": "constant"}}  # preset options beyond TINY, per case
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -116,8 +117,7 @@ def _run_lm(case: str) -> dict:
     import lrp_fx
 
     preset, patch_map, _ = CASES[case]
-    preset, _, opt = preset.partition(", gate=")
-    kw = dict(TINY, **({"gate": opt.strip("'")} if opt else {}))
+    kw = dict(TINY, **OPTIONS.get(case, {}))
     if case.startswith("llama"):
         model, ids = _llama("eager" if case == "llama-eager" else "sdpa")
         from transformers.models.llama import modeling_llama as modeling
@@ -244,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     for r in results:
         preset, patch_map, explained = CASES[r["case"]]
+        preset += "".join(f", {k}={v!r}" for k, v in OPTIONS.get(r["case"], {}).items())
         if "error" in r:
             ok = False
             print(f"| {r['case']} | `{preset}` | `{patch_map}` | {explained} | error | - | no |")

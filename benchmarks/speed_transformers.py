@@ -89,8 +89,8 @@ class Classifier(nn.Module):
         return self.model(inputs_embeds=x, logits_to_keep=1).logits[:, -1]
 
 
-def build(name: str, modeling: Any = None) -> tuple[nn.Module, dict[str, torch.Tensor], torch.Tensor]:
-    """The wrapper (eval, float32, no parameter requiring grad), its inputs and the batch's one-hot seed.
+def build(name: str, modeling: Any = None) -> nn.Module:
+    """The wrapper of model ``name`` (eval, float32, no parameter requiring grad).
 
     ``modeling``: for BERT, the (possibly LXT-replaced) module to take ``BertForSequenceClassification`` from."""
     torch.manual_seed(0)
@@ -100,26 +100,26 @@ def build(name: str, modeling: Any = None) -> tuple[nn.Module, dict[str, torch.T
         model = vit_b_16(weights=None)
         with torch.no_grad():  # torchvision zero-initialises the head: every logit would be 0
             nn.init.normal_(model.heads.head.weight, std=0.02)
-        wrapper, classes = Classifier(model, "vit"), 1000
+        wrapper = Classifier(model, "vit")
     elif name == "bert_base":
         import transformers as t
 
         cfg = t.BertConfig(num_labels=2)  # bert-base-uncased's sizes are BertConfig's defaults
         cfg._attn_implementation = "sdpa"
         cls = (modeling or t).BertForSequenceClassification
-        wrapper, classes = Classifier(cls(cfg), "bert"), 2
+        wrapper = Classifier(cls(cfg), "bert")
     elif name == "llama_1b_4l":
         import transformers as t
 
         cfg = _hf_models.llama_3_2_1b_config(layers=4)
         cfg._attn_implementation = "sdpa"
-        wrapper, classes = Classifier(t.LlamaForCausalLM(cfg), "llama"), cfg.vocab_size
+        wrapper = Classifier(t.LlamaForCausalLM(cfg), "llama")
     else:
         raise ValueError(f"unknown model {name!r}")
     wrapper = wrapper.float().eval()
     for p in wrapper.parameters():
         p.requires_grad_(False)
-    return wrapper, {}, torch.tensor(classes)
+    return wrapper
 
 
 def make_inputs(name: str, batch: int, wrapper: nn.Module) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -218,7 +218,7 @@ def lxt_method(model_name: str, map_name: str, wrapper: nn.Module, inputs: dict,
     model = wrapper
     if model_name == "bert_base":
         with patches.on():
-            model, _, _ = build(model_name, modeling=patches.module)
+            model = build(model_name, modeling=patches.module)
         model = model.to(next(wrapper.parameters()).dtype)
         model.load_state_dict(wrapper.state_dict())
 
@@ -275,7 +275,7 @@ def _rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def bench_config(model_name: str, batch: int, repeats: int, lxt: bool, log) -> dict[str, Any]:
-    wrapper, _, _ = build(model_name)
+    wrapper = build(model_name)
     inputs, seed = make_inputs(model_name, batch, wrapper)
     names = method_names(model_name, lxt)
     res: dict[str, Any] = {
@@ -326,7 +326,7 @@ def agreement(model_name: str, log) -> dict[str, float]:
     """lrp_fx next to LXT on the same model in float64, batch 1, stabilisers 1e-12 (as ``lxt_parity.py``, here at
     full size): relative L2 difference of the input relevances. ``cplrp`` with ``gate="constant"`` is the rule
     set of LXT's ``cp_LRP`` map for Llama (it freezes SwiGLU's gate); ViT-B/16's map does not touch its MLP."""
-    wrapper, _, _ = build(model_name)
+    wrapper = build(model_name)
     wrapper = wrapper.double()
     inputs, seed = make_inputs(model_name, 1, wrapper)
     out = {}
@@ -346,7 +346,7 @@ def agreement(model_name: str, log) -> dict[str, float]:
 
 # -- memory ----------------------------------------------------------------------------------------------------------
 def memory_probe(model_name: str, batch: int, method: str) -> dict[str, Any]:
-    wrapper, _, _ = build(model_name)
+    wrapper = build(model_name)
     inputs, seed = make_inputs(model_name, batch, wrapper)
     fn = make_method(method, model_name, wrapper, inputs, seed)
     fn()  # warm-up (lrp_fx: build and cache hoisted weights)

@@ -3,8 +3,7 @@
 Subcommands are registered in :data:`COMMANDS` (name -> :class:`Command`): each has a help line, a function adding
 its arguments to its sub-parser and a function running it (``args -> exit code``). All of them share ``--debug``.
 ``main`` turns every error into one line on stderr and exit code 2 (usage errors included), unless ``--debug``
-asks for the traceback. Heavy imports (torch, the model, matplotlib) happen inside the run functions, so ``--help``
-stays fast.
+asks for the traceback. Heavy imports (the model, matplotlib) happen inside the run functions.
 
 Commands: ``demo`` (the bundled model on a bundled photo), ``explain`` (any model on image files or texts),
 ``coverage`` (which aten ops of a model have rules; exit code 1 if a live node has none).
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .composites import PRESETS
+
 if TYPE_CHECKING:  # pragma: no cover
     from lrp_fx.loaders import LoadedModel
 
@@ -29,17 +30,6 @@ __all__ = ["main", "build_parser", "COMMANDS", "Command", "CLIError", "PRESETS"]
 
 PROG = "lrp-fx"
 
-#: Composite presets of ``lrp_fx.attribute`` listed in ``--help``; validation uses ``lrp_fx.PRESETS`` when available.
-PRESETS = (
-    "epsilon",
-    "epsilon_plus",
-    "epsilon_plus_flat",
-    "epsilon_gamma_box",
-    "epsilon_alpha2_beta1",
-    "epsilon_alpha2_beta1_flat",
-    "attnlrp",
-    "cplrp",
-)
 DEFAULT_PRESET = "epsilon_plus_flat"
 
 _LAYOUTS = ("side_by_side", "overlay", "triptych", "heatmap")
@@ -112,19 +102,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _presets() -> tuple[str, ...]:
-    try:
-        import lrp_fx
-
-        return tuple(lrp_fx.PRESETS)
-    except (ImportError, AttributeError, TypeError):
-        return PRESETS
-
-
 def _check_preset(name: str) -> str:
-    presets = _presets()
-    if name not in presets:
-        raise CLIError(f"unknown composite preset {name!r}; choose one of: {', '.join(presets)}")
+    if name not in PRESETS:
+        raise CLIError(f"unknown composite preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return name
 
 

@@ -423,22 +423,17 @@ class ProgramBuilder:
             return False
         dim %= len(shape)
         size = shape[dim]
-        if node.target is aten.select.int:
-            index = node.args[2]
-            if not isinstance(index, int) or not isinstance(size, int):
-                return False
-            start = index % size
-            stop, selected = start + 1, True
+        bounds = list(node.args[2:5])
+        if not isinstance(size, int) or not all(isinstance(v, int) or v is None for v in bounds):
+            return False
+        selected = node.target is aten.select.int
+        if selected:
+            start = bounds[0] % size
+            stop = start + 1
         else:
-            start, stop = (list(node.args[2:4]) + [None, None])[:2]
-            step = node.args[4] if len(node.args) > 4 else 1
-            start, stop = 0 if start is None else start, size if stop is None else stop
-            if step != 1 or not all(isinstance(v, int) for v in (start, stop, size)):
+            start, stop, step = slice(*(bounds + [None] * 3)[:3]).indices(size)  # Python's slice semantics
+            if step != 1 or stop <= start:
                 return False
-            start, stop = max(0, start + size if start < 0 else start), min(size, stop + size if stop < 0 else stop)
-            if stop <= start:
-                return False
-            selected = False
         held = relevance.get(src)
         if held is None:
             held = relevance[src] = _Pieces(shape, dim)
