@@ -5,8 +5,9 @@ Everything fetched is kept under a cache directory, ``$LRP_FX_CACHE`` or ``~/.ca
 
 * **Photos** (:func:`photo_paths`, :func:`load_photos`): the RGB natural photos that ship in ``scikit-image``
   (``skimage.data``), ``matplotlib`` (``grace_hopper.jpg``) and ``scikit-learn`` (``load_sample_images``), plus those in
-  Debian's ``darknet`` and ``opencv-doc`` packages, extracted as
-  ``apt-get download darknet opencv-doc && dpkg -x <deb> <tmp>`` and copying only the photos listed in
+  Debian's ``darknet`` and ``opencv-doc`` packages and the photographs among the wallpapers of
+  ``lomiri-wallpapers-16.04``, ``lomiri-wallpapers-20.04``, ``mate-backgrounds`` and ``plasma-workspace-wallpapers``,
+  extracted as ``apt-get download <package> && dpkg -x <deb> <tmp>`` and copying only the photos listed in
   :data:`DEBIAN_PHOTOS` to ``<cache>/photos`` (``$LRP_FX_PHOTOS`` overrides that folder).
 * **Fashion-MNIST** (:func:`load_fashion_mnist`): the IDX files of Debian's ``dataset-fashion-mnist``
   (``apt-get install dataset-fashion-mnist`` puts them in ``/usr/share/datasets/fashion-mnist``; the fetch extracts the
@@ -34,6 +35,7 @@ import numpy as np
 
 __all__ = [
     "DEBIAN_PHOTOS",
+    "N_FIRST_PHOTOS",
     "PACKAGE_PHOTOS",
     "Sentence",
     "cache_dir",
@@ -98,7 +100,63 @@ DEBIAN_PHOTOS = {
             "reg/home.png",
         )
     ],
+    # photographs among the desktop wallpapers of four Debian packages (added in session 4, after the first 38
+    # photos, so the earlier runs keep their inputs); abstract and rendered wallpapers are left out
+    "lomiri-wallpapers-16.04": [
+        f"usr/share/backgrounds/{name}.jpg"
+        for name in (
+            "Bridge_by_Sander_Klootwijk",
+            "Dragonfly_by_Bolly",
+            "Picture_0B_by_freespace",
+            "Picture_1A_by_freespace",
+            "Wine_by_Jakkub_Mede",
+            "aitzgorri_by_Aitzol_Berasategi",
+            "free_by_Peter_Nerlich",
+            "friends_by_Aitzol_Berasategi",
+            "greentock_by_Peter_Nerlich",
+            "life_by_Aitzol_Berasategi",
+            "picosdeeuropa_by_Aitzol_Berasategi",
+            "seeding_by_Clements_Engelhardt",
+            "sunset_by_Aitzol_Berasategi",
+        )
+    ],
+    "lomiri-wallpapers-20.04": ["usr/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg"],
+    "mate-backgrounds": [
+        f"usr/share/backgrounds/mate/nature/{name}.jpg"
+        for name in (
+            "Aqua",
+            "Blinds",
+            "Dune",
+            "FreshFlower",
+            "Garden",
+            "GreenMeadow",
+            "LadyBird",
+            "RainDrops",
+            "Storm",
+            "TwoWings",
+            "Wood",
+            "YellowFlower",
+        )
+    ],
+    "plasma-workspace-wallpapers": [
+        f"usr/share/wallpapers/{name}/contents/images/1920x1080.jpg"
+        for name in (
+            "BytheWater",
+            "ColdRipple",
+            "DarkestHour",
+            "EveningGlow",
+            "FallenLeaf",
+            "Grey",
+            "Kite",
+            "OneStandsOut",
+            "Path",
+            "summer_1am",
+        )
+    ],
 }
+#: How many photos the first runs used (skimage, matplotlib, scikit-learn, darknet, opencv-doc); the wallpaper photos
+#: after them are photos ``N_FIRST_PHOTOS`` onward.
+N_FIRST_PHOTOS = 38
 
 FASHION_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -157,6 +215,15 @@ def fetch_photos() -> Path:
     return dest
 
 
+def _photo_name(member: str) -> str:
+    """A photo's label inside its package: the file's stem, or the wallpaper's name for KDE's
+    ``<name>/contents/images/<size>.jpg``."""
+    path = Path(member)
+    if path.parent.name == "images" and path.parent.parent.name == "contents":
+        return path.parent.parent.parent.name
+    return ("reg_" if member.endswith("reg/home.png") else "") + path.stem
+
+
 def photo_paths() -> list[tuple[str, str]]:
     """All benchmark photos as ``(label, source)``: the package photos, then the Debian photos (``file:<path>``).
 
@@ -170,13 +237,12 @@ def photo_paths() -> list[tuple[str, str]]:
             path = dest / m
             if not path.is_file():
                 missing.append(f"{package}:{m}")
-            stem = Path(m).stem
-            label = f"{package}/{'reg_' if m.endswith('reg/home.png') else ''}{stem}"
+            label = f"{package}/{_photo_name(m)}"
             out.append((label, f"file:{path}"))
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} photos missing under {dest} (e.g. {missing[0]}); {FETCH_HINT}, or by hand: "
-            "apt-get download darknet opencv-doc && dpkg -x <each .deb> <dir> and point $LRP_FX_PHOTOS at <dir>"
+            f"apt-get download {' '.join(DEBIAN_PHOTOS)} && dpkg -x <each .deb> <dir> and point $LRP_FX_PHOTOS at <dir>"
         )
     return out
 

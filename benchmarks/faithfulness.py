@@ -131,22 +131,30 @@ VARIANTS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         ("gamma=0.25", "cplrp", {"overrides": {"encoder.encoder.*": Gamma(0.25)}}),
         ("embedding sum gamma=0.25", "cplrp", {"overrides": {**EMBEDDING_SUM, "encoder.encoder.*": Gamma(0.25)}}),
         ("epsilon=0.01", "cplrp", {"epsilon": 0.01}),
+        # session 4, on the validation split: the epsilon scale around 0.01, and the two variants that helped, combined
+        *[(f"epsilon={e}", "cplrp", {"epsilon": e}) for e in (0.003, 0.03, 0.1)],
+        ("epsilon=0.01", "attnlrp", {"epsilon": 0.01}),
+        ("embedding sum epsilon=0.01", "cplrp", {"overrides": EMBEDDING_SUM, "epsilon": 0.01}),
     ],
 }
 #: The lrp_fx method each summary row and paired table compares, per (model, baseline): chosen on held-out inputs
 #: (see VARIANTS), so the comparison does not pick the best of many methods on the reported inputs. Runs without an
 #: entry (or without that method) fall back to the best lrp_fx method on the reported inputs, marked as such.
-CHOSEN: dict[tuple[str, str], str] = {
+#: A key ``(model, baseline, offset)`` takes precedence over ``(model, baseline)`` for the run starting at ``offset``.
+CHOSEN: dict[tuple, str] = {
     # the best of 16 lrp_fx methods on held-out Fashion-MNIST test images 5000-5499 (blur); carried over to the photos
     ("fashion_vgg", "blur"): "lrp_fx epsilon_gamma_box gamma=0.05",
     ("efficientnet_lite0", "blur"): "lrp_fx epsilon_gamma_box gamma=0.05",
+    # the 36 photos added in session 4 (photos 38-73): the best of the 8 lrp_fx methods on photos 0-37, which serve
+    # as their held-out set (fixed before any lrp_fx variant was run on photos 38-73)
+    ("efficientnet_lite0", "blur", 38): "lrp_fx epsilon_gamma_box gamma=0.1",
     # the best preset on held-out Fashion-MNIST test images 100-199 (zero)
     ("fashion_vgg", "zero"): "lrp_fx epsilon_plus",
     # the best of 8 lrp_fx methods on 200 sentences of the VADER validation split
     ("minilm_sentiment", "unk"): "lrp_fx cplrp epsilon=0.01",
 }
 DEFAULTS = {
-    "efficientnet_lite0": {"n": 38, "batch": 8, "patch": 16, "baselines": ["blur"], "ig_steps": 32, "sg_samples": 16},
+    "efficientnet_lite0": {"n": None, "batch": 8, "patch": 16, "baselines": ["blur"], "ig_steps": 32, "sg_samples": 16},
     "fashion_vgg": {"n": 100, "batch": 50, "patch": 2, "baselines": ["blur", "zero"], "ig_steps": 50, "sg_samples": 25},
     "minilm_sentiment": {"n": 100, "batch": 20, "patch": 0, "baselines": ["unk"], "ig_steps": 50, "sg_samples": 25},
 }
@@ -241,19 +249,21 @@ def image_bench(
     )
 
 
-def load_efficientnet(n: int, patch: int, baseline: str) -> Bench:
+def load_efficientnet(n: int | None, patch: int, baseline: str, offset: int = 0) -> Bench:
+    """Photos ``offset .. offset + n - 1`` (to the last photo when ``n`` is None) of ``_data.photo_paths()``."""
     from lrp_fx import assets
 
     model = assets.load_efficientnet_lite0()
     for p in model.parameters():
         p.requires_grad_(False)
-    photos = _data.load_photos(n)
+    photos = _data.load_photos(None if n is None else offset + n)[offset:]
     x = torch.cat([assets.preprocess_efficientnet(img) for _, img in photos])
     bench = image_bench(
         "efficientnet_lite0", model, x, [lbl for lbl, _ in photos], patch, baseline, assets.EFFICIENTNET_INPUT_RANGE
     )
     categories = assets.imagenet_categories()
     bench.extra["predicted"] = [categories[int(c)] for c in bench.targets]
+    bench.config["offset"] = offset
     return bench
 
 
@@ -333,12 +343,10 @@ def load_minilm(n: int, baseline: str, max_tokens: int, offset: int = 0, split: 
 
 
 def load_bench(
-    model: str, n: int, patch: int, baseline: str, max_tokens: int, offset: int = 0, split: str = "test"
+    model: str, n: int | None, patch: int, baseline: str, max_tokens: int, offset: int = 0, split: str = "test"
 ) -> Bench:
     if model == "efficientnet_lite0":
-        if offset:
-            raise ValueError("the photos have no held-out part: --offset is for fashion_vgg and minilm_sentiment")
-        return load_efficientnet(n, patch, baseline)
+        return load_efficientnet(n, patch, baseline, offset)
     if model == "fashion_vgg":
         return load_fashion(n, patch, baseline, offset)
     if model == "minilm_sentiment":
@@ -881,19 +889,69 @@ def describe(run: dict[str, Any]) -> str:
 
 def chosen_method(run: dict[str, Any], lrp: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
     """The lrp_fx method to compare (``CHOSEN``, picked on held-out inputs) and how it was picked."""
-    name = CHOSEN.get((run["model"], run["config"]["baseline"]))
+    key = (run["model"], run["config"]["baseline"])
+    name = CHOSEN.get((*key, run["config"].get("offset", 0)), CHOSEN.get(key))
     for m in lrp:
         if m["name"] == name:
             return m, "chosen on held-out inputs"
     return max(lrp, key=lambda m: fl.mean_sem(m["abpc"])[0]), "best on these inputs"
 
 
+PER_INPUT = ("abpc", "abpc_logit", "auc_morf", "auc_lerf", "comprehensiveness", "sufficiency")
+
+
+def pool_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One pooled run per model and baseline that has several reported runs on disjoint inputs (e.g. the first 38
+    photos and the 36 added later): the per-input values of the methods that ran on all of them, concatenated, so the
+    paired comparisons use every reported input. Overlapping runs are skipped (the larger one is kept); runs with
+    different perturbation settings (steps, patch, tokens) are never pooled."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for run in runs:
+        if is_held_out(run):
+            continue
+        cfg = run["config"]
+        same = (run["model"], cfg["baseline"], cfg.get("split", "test"), cfg["steps"], cfg.get("patch"))
+        groups.setdefault(same + (cfg.get("max_tokens"),), []).append(run)
+    pooled = []
+    for group in groups.values():
+        chosen: list[dict[str, Any]] = []
+        for run in sorted(group, key=lambda r: -r["config"]["n"]):
+            lo = run["config"].get("offset", 0)
+            hi = lo + run["config"]["n"]
+            if all(
+                hi <= c["config"].get("offset", 0) or lo >= c["config"].get("offset", 0) + c["config"]["n"]
+                for c in chosen
+            ):
+                chosen.append(run)
+        if len(chosen) < 2:
+            continue
+        chosen.sort(key=lambda r: r["config"].get("offset", 0))
+        by_name = [{m["name"]: m for m in _ok(r)} for r in chosen]
+        names = [n for n in by_name[0] if all(n in b for b in by_name[1:])]
+        methods = [
+            {
+                "name": n,
+                "family": by_name[0][n]["family"],
+                **{k: [v for b in by_name for v in b[n][k]] for k in PER_INPUT},
+            }
+            for n in names
+        ]
+        first = chosen[0]
+        config = {**first["config"], "n": sum(r["config"]["n"] for r in chosen)}
+        config["pooled"] = [[r["config"].get("offset", 0), r["config"]["n"]] for r in chosen]
+        pooled.append({"model": first["model"], "config": config, "methods": methods})
+    return pooled
+
+
 def _inputs(run: dict[str, Any]) -> str:
     cfg = run["config"]
-    if run["model"] != "efficientnet_lite0":  # Fashion-MNIST test images, VADER sentences (of the split) in order
-        offset = cfg.get("offset", 0)
-        return f", inputs {offset}-{offset + cfg['n'] - 1}"
-    return ""
+    if "pooled" in cfg:
+        kind = "photos" if run["model"] == "efficientnet_lite0" else "inputs"
+        return f", {kind} " + " + ".join(f"{o}-{o + n - 1}" for o, n in cfg["pooled"]) + " (pooled)"
+    offset = cfg.get("offset", 0)
+    # photos in the order of _data.photo_paths(); Fashion-MNIST test images, VADER sentences (of the split) in order
+    kind = "photos" if run["model"] == "efficientnet_lite0" else "inputs"
+    return f", {kind} {offset}-{offset + cfg['n'] - 1}"
 
 
 def _paired(best: dict[str, Any], other: dict[str, Any]) -> tuple[float, float]:
@@ -950,8 +1008,10 @@ def render_doc(runs: list[dict[str, Any]]) -> str:
         if ANALYSIS_BEGIN in text and ANALYSIS_END in text:
             analysis = text[text.index(ANALYSIS_BEGIN) : text.index(ANALYSIS_END) + len(ANALYSIS_END)]
     order = {m: i for i, m in enumerate(MODELS)}
-    runs = sorted(runs, key=lambda r: (order.get(r["model"], 9), r["config"]["baseline"], r["config"].get("offset", 0)))
+    position = lambda r: (order.get(r["model"], 9), r["config"]["baseline"])  # noqa: E731
+    runs = sorted(runs, key=lambda r: (*position(r), r["config"].get("offset", 0)))
     main = [r for r in runs if not is_held_out(r)]
+    pooled = pool_runs(main)
     held_out = [r for r in runs if is_held_out(r)]
     out = [
         "# Faithfulness on real trained models",
@@ -970,7 +1030,7 @@ def render_doc(runs: list[dict[str, Any]]) -> str:
         "on held-out inputs (`CHOSEN`), Zennit the same rules where run (else Zennit's best row), the other columns "
         "the best row of that kind.",
         "",
-        summary(main),
+        summary(sorted(main + pooled, key=lambda r: (*position(r), "pooled" in r["config"]))),
         "",
         METHOD_TEXT,
     ]
@@ -986,6 +1046,16 @@ def render_doc(runs: list[dict[str, Any]]) -> str:
             comparisons(run),
             "",
             f"![{key}](images/faithfulness_{key}.png)",
+            "",
+        ]
+    for run in pooled:
+        out += [
+            f"## {run['model']}, baseline `{run['config']['baseline']}`{_inputs(run)}",
+            "",
+            f"The reported runs above on disjoint inputs of this model and baseline, pooled: n = {run['config']['n']}, "
+            "the methods that ran on all of them.",
+            "",
+            comparisons(run),
             "",
         ]
     if held_out:
@@ -1086,7 +1156,7 @@ def write_outputs(runs: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=[*MODELS, "all"], default="all")
-    ap.add_argument("--n", type=int, help="inputs per model (default: 38 photos, 100 Fashion-MNIST, 100 sentences)")
+    ap.add_argument("--n", type=int, help="inputs per model (default: all 74 photos, 100 Fashion-MNIST, 100 sentences)")
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--baseline", nargs="+", help="blur, mean, zero, noise (images); unk, mask, delete (text)")
     ap.add_argument("--patch", type=int, help="patch size in px (default 16 EfficientNet, 2 Fashion-MNIST)")
