@@ -152,6 +152,9 @@ CHOSEN: dict[tuple, str] = {
     ("fashion_vgg", "zero"): "lrp_fx epsilon_plus",
     # the best of 8 lrp_fx methods on 200 sentences of the VADER validation split
     ("minilm_sentiment", "unk"): "lrp_fx cplrp epsilon=0.01",
+    # test sentences 400-1199 (session 4): the best of 13 lrp_fx methods on the same 200 validation sentences, fixed
+    # before running any method on them
+    ("minilm_sentiment", "unk", 400): "lrp_fx cplrp embedding sum epsilon=0.01",
 }
 DEFAULTS = {
     "efficientnet_lite0": {"n": None, "batch": 8, "patch": 16, "baselines": ["blur"], "ig_steps": 32, "sg_samples": 16},

@@ -173,3 +173,50 @@ def test_reference_rule_is_exact_toward_its_baseline():
     )
     assert fl.evaluate(task, ref, steps=5).abpc[0].item() == pytest.approx(best)
     assert fl.evaluate(task, eps, steps=5).abpc[0].item() < best - 0.1
+
+
+def _faithfulness_module():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "faithfulness.py"
+    spec = importlib.util.spec_from_file_location("lrp_fx_benchmarks_faithfulness", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(offset: int, n: int, methods: dict[str, list[float]], **config) -> dict:
+    per_input = ("abpc", "abpc_logit", "auc_morf", "auc_lerf", "comprehensiveness", "sufficiency")
+    return {
+        "model": "fashion_vgg",
+        "config": {"baseline": "blur", "steps": 15, "patch": 2, "offset": offset, "n": n, "held_out": False, **config},
+        "methods": [
+            {"name": name, "family": name.split()[0], **{k: list(v) for k in per_input}} for name, v in methods.items()
+        ],
+    }
+
+
+def test_pooling_concatenates_disjoint_reported_runs_only():
+    fb = _faithfulness_module()
+    a = _run(0, 2, {"lrp_fx x": [1.0, 2.0], "captum ig": [0.5, 0.5], "zennit only_here": [9.0, 9.0]})
+    b = _run(10, 3, {"lrp_fx x": [3.0, 4.0, 5.0], "captum ig": [1.0, 1.0, 1.0]})
+    overlapping = _run(0, 1, {"lrp_fx x": [7.0], "captum ig": [7.0]})  # inside a's inputs: dropped
+    held_out = _run(100, 2, {"lrp_fx x": [0.0, 0.0], "captum ig": [0.0, 0.0]}, held_out=True)
+    other_steps = _run(50, 2, {"lrp_fx x": [0.0, 0.0], "captum ig": [0.0, 0.0]}, steps=5)  # another protocol
+    [pooled] = fb.pool_runs([a, b, overlapping, held_out, other_steps])
+    assert pooled["config"]["n"] == 5 and pooled["config"]["pooled"] == [[0, 2], [10, 3]]
+    by_name = {m["name"]: m for m in pooled["methods"]}
+    assert set(by_name) == {"lrp_fx x", "captum ig"}  # only methods run on every pooled input
+    assert by_name["lrp_fx x"]["abpc"] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert by_name["captum ig"]["sufficiency"] == [0.5, 0.5, 1.0, 1.0, 1.0]
+    assert fb._inputs(pooled) == ", inputs 0-1 + 10-12 (pooled)"
+    assert fb.pool_runs([a, overlapping]) == []
+
+
+def test_chosen_method_by_offset_before_by_model():
+    fb = _faithfulness_module()
+    lrp = [{"name": "lrp_fx epsilon_gamma_box gamma=0.05"}, {"name": "lrp_fx epsilon_gamma_box gamma=0.1"}]
+    run = {"model": "efficientnet_lite0", "config": {"baseline": "blur", "offset": 38}}
+    assert fb.chosen_method(run, lrp)[0]["name"] == fb.CHOSEN[("efficientnet_lite0", "blur", 38)]
+    run["config"]["offset"] = 0
+    assert fb.chosen_method(run, lrp)[0]["name"] == fb.CHOSEN[("efficientnet_lite0", "blur")]
+    assert fb.CHOSEN[("efficientnet_lite0", "blur", 38)] != fb.CHOSEN[("efficientnet_lite0", "blur")]
