@@ -124,6 +124,8 @@ VARIANTS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         ("gamma=0.1 epsilon=0.1", "epsilon_gamma_box", {"gamma": 0.1, "epsilon": 0.1}),
         ("gamma=0.25/0.1/0 by depth", "epsilon_gamma_box", {"overrides": _by_depth(0.25, 0.1, 0.0)}),
         ("gamma=0/0.1/0.25 by depth", "epsilon_gamma_box", {"overrides": _by_depth(0.0, 0.1, 0.25)}),
+        # session 4: explain log p_c (linearised) instead of the logit, as the curves measure a probability
+        ("gamma=0.05 log-probability", "epsilon_gamma_box", {"gamma": 0.05, "explain": "log-probability"}),
     ],
     "minilm_sentiment": [
         ("embedding sum", "cplrp", {"overrides": EMBEDDING_SUM}),
@@ -135,6 +137,7 @@ VARIANTS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         *[(f"epsilon={e}", "cplrp", {"epsilon": e}) for e in (0.003, 0.03, 0.1)],
         ("epsilon=0.01", "attnlrp", {"epsilon": 0.01}),
         ("embedding sum epsilon=0.01", "cplrp", {"overrides": EMBEDDING_SUM, "epsilon": 0.01}),
+        ("epsilon=0.01 log-probability", "cplrp", {"epsilon": 0.01, "explain": "log-probability"}),
     ],
 }
 #: The lrp_fx method each summary row and paired table compares, per (model, baseline): chosen on held-out inputs
@@ -148,7 +151,7 @@ CHOSEN: dict[tuple, str] = {
     # the 36 photos added in session 4 (photos 38-73): the best of the 8 lrp_fx methods on photos 0-37, which serve
     # as their held-out set (fixed before any lrp_fx variant was run on photos 38-73)
     ("efficientnet_lite0", "blur", 38): "lrp_fx epsilon_gamma_box gamma=0.1",
-    # the `mean` baseline (session 4): the `blur` choices carried over (no rule sees the baseline), fixed before the runs
+    # the `mean` baseline (session 4): the `blur` choices carried over (no rule sees the baseline), fixed before runs
     ("fashion_vgg", "mean"): "lrp_fx epsilon_gamma_box gamma=0.05",
     ("efficientnet_lite0", "mean", 38): "lrp_fx epsilon_gamma_box gamma=0.1",
     # the best preset on held-out Fashion-MNIST test images 100-199 (zero)
@@ -384,15 +387,27 @@ def _reference_fn(bench: Bench) -> Any:
     raise ValueError(f"no reference for baseline {kind!r}")
 
 
+def log_probability_seed(logits: Tensor) -> Tensor:
+    """Output relevance for explaining ``log p_c`` of the predicted class ``c`` instead of its logit ``z_c``: the
+    linearisation around the logits, ``R_k = z_k (δ_kc - p_k)`` (weights summing to zero, so a shift shared by all
+    logits explains nothing). A function of the output alone, as lrp_fx traces a callable target into its program
+    (every input here is explained for its predicted class)."""
+    p = logits.detach().softmax(-1)
+    onehot = torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    return logits * (onehot - p)
+
+
 def _lrp_method(bench: Bench, label: str, preset: str, params: dict[str, Any]) -> Method:
     params = dict(params)
     overrides = params.pop("overrides", None)
+    explain = params.pop("explain", "logit")
     if params.get("reference") == "baseline":
         params["reference"] = _reference_fn(bench)  # one object per method: lrp_fx caches the program by it
 
     def attribute(idx: Tensor) -> Tensor:
+        target = bench.targets[idx] if explain == "logit" else log_probability_seed
         res = lrp_fx.attribute(
-            bench.model, bench.batch(idx), target=bench.targets[idx], composite=preset, overrides=overrides, **params
+            bench.model, bench.batch(idx), target=target, composite=preset, overrides=overrides, **params
         )
         rel = res.relevance
         return (rel["input_ids"] if isinstance(rel, dict) else rel).detach()
@@ -434,9 +449,15 @@ def _image_captum_methods(bench: Bench, ig_steps: int, sg_samples: int) -> list[
     def input_x_gradient(idx: Tensor) -> Tensor:
         return InputXGradient(model).attribute(x[idx].requires_grad_(True), target=targets[idx]).detach()
 
-    def integrated_gradients(reference: Tensor) -> Callable[[Tensor], Tensor]:
+    def integrated_gradients(reference: Tensor, output: str = "logit") -> Callable[[Tensor], Tensor]:
+        forward = {
+            "logit": model,
+            "log-probability": lambda inp: model(inp).log_softmax(-1),
+            "probability": lambda inp: model(inp).softmax(-1),
+        }[output]
+
         def attribute(idx: Tensor) -> Tensor:
-            ig = IntegratedGradients(model)
+            ig = IntegratedGradients(forward)
             out = ig.attribute(
                 x[idx], baselines=reference[idx], target=targets[idx], n_steps=ig_steps, internal_batch_size=32
             )
@@ -462,6 +483,10 @@ def _image_captum_methods(bench: Bench, ig_steps: int, sg_samples: int) -> list[
         Method("gradient x input", "captum", input_x_gradient),
         Method(f"integrated gradients ({bench.config['baseline']} baseline)", "captum", integrated_gradients(base)),
     ]
+    if bench.name == "fashion_vgg":  # does explaining the measured quantity itself help IG? (held-out check)
+        for output in ("log-probability", "probability"):
+            name = f"integrated gradients ({bench.config['baseline']} baseline, {output})"
+            methods.append(Method(name, "captum", integrated_gradients(base, output)))
     black = torch.full_like(x, low)  # the darkest image of the input domain (pixel value 0)
     if not torch.equal(black, base):
         methods.append(Method("integrated gradients (black baseline)", "captum", integrated_gradients(black)))
@@ -906,11 +931,10 @@ def chosen_method(run: dict[str, Any], lrp: list[dict[str, Any]]) -> tuple[dict[
 PER_INPUT = ("abpc", "abpc_logit", "auc_morf", "auc_lerf", "comprehensiveness", "sufficiency")
 
 
-def pool_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One pooled run per model and baseline that has several reported runs on disjoint inputs (e.g. the first 38
-    photos and the 36 added later): the per-input values of the methods that ran on all of them, concatenated, so the
-    paired comparisons use every reported input. Overlapping runs are skipped (the larger one is kept); runs with
-    different perturbation settings (steps, patch, tokens) are never pooled."""
+def pooled_groups(runs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The reported runs of one model and baseline on disjoint inputs, per model and baseline with several (e.g. the
+    first 38 photos and the 36 added later), ordered by offset. Overlapping runs are skipped (the larger one is
+    kept); runs with different perturbation settings (steps, patch, tokens) are never grouped."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for run in runs:
         if is_held_out(run):
@@ -918,7 +942,7 @@ def pool_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cfg = run["config"]
         same = (run["model"], cfg["baseline"], cfg.get("split", "test"), cfg["steps"], cfg.get("patch"))
         groups.setdefault(same + (cfg.get("max_tokens"),), []).append(run)
-    pooled = []
+    out = []
     for group in groups.values():
         chosen: list[dict[str, Any]] = []
         for run in sorted(group, key=lambda r: -r["config"]["n"]):
@@ -929,24 +953,64 @@ def pool_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 for c in chosen
             ):
                 chosen.append(run)
-        if len(chosen) < 2:
-            continue
-        chosen.sort(key=lambda r: r["config"].get("offset", 0))
-        by_name = [{m["name"]: m for m in _ok(r)} for r in chosen]
-        names = [n for n in by_name[0] if all(n in b for b in by_name[1:])]
+        if len(chosen) >= 2:
+            out.append(sorted(chosen, key=lambda r: r["config"].get("offset", 0)))
+    return out
+
+
+def _common_methods(group: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Per method that ran on every run of ``group`` (in the first run's order): its result in each run."""
+    by_name = [{m["name"]: m for m in _ok(r)} for r in group]
+    return [[b[n] for b in by_name] for n in by_name[0] if all(n in b for b in by_name[1:])]
+
+
+def pool_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One pooled run per group of :func:`pooled_groups`: the per-input values of the methods that ran on all of its
+    runs, concatenated, so the paired comparisons use every reported input."""
+    pooled = []
+    for group in pooled_groups(runs):
         methods = [
-            {
-                "name": n,
-                "family": by_name[0][n]["family"],
-                **{k: [v for b in by_name for v in b[n][k]] for k in PER_INPUT},
-            }
-            for n in names
+            {"name": ms[0]["name"], "family": ms[0]["family"], **{k: [v for m in ms for v in m[k]] for k in PER_INPUT}}
+            for ms in _common_methods(group)
         ]
-        first = chosen[0]
-        config = {**first["config"], "n": sum(r["config"]["n"] for r in chosen)}
-        config["pooled"] = [[r["config"].get("offset", 0), r["config"]["n"]] for r in chosen]
-        pooled.append({"model": first["model"], "config": config, "methods": methods})
+        config = {**group[0]["config"], "n": sum(r["config"]["n"] for r in group)}
+        config["pooled"] = [[r["config"].get("offset", 0), r["config"]["n"]] for r in group]
+        pooled.append({"model": group[0]["model"], "config": config, "methods": methods})
     return pooled
+
+
+def cross_fitted(group: list[dict[str, Any]]) -> str:
+    """A cross-fitted comparison over a group of disjoint reported runs: for each run, the lrp_fx method (of those
+    that ran on every run) with the highest mean ABPC on the *other* runs' inputs, so no input's method was chosen on
+    that input; their per-input ABPC concatenated and paired with every other method. Empty if the group has no
+    lrp_fx method in common."""
+    common = _common_methods(group)
+    lrp = [ms for ms in common if ms[0]["family"] == "lrp_fx"]
+    if not lrp:
+        return ""
+    picks, values = [], []
+    for i in range(len(group)):
+        others = [[v for j, m in enumerate(ms) if j != i for v in m["abpc"]] for ms in lrp]
+        best = lrp[max(range(len(lrp)), key=lambda k: fl.mean_sem(others[k])[0])]
+        picks.append(best[i]["name"])
+        values += best[i]["abpc"]
+    mean, sem = fl.mean_sem(values)
+    ranges = ", ".join(f"{_inputs(r)[2:]}: {_variant(p)}" for r, p in zip(group, picks))
+    lines = [
+        f"Cross-fitted: each run's lrp_fx method chosen on the other runs' inputs ({ranges}); ABPC {mean:.3f} ± "
+        f"{sem:.3f} over n = {len(values)}, minus each other method (paired):",
+        "",
+        "| other method | Δ ABPC (mean ± s.e.) | Δ / s.e. | lrp_fx better on |",
+        "|---|---|---|---|",
+    ]
+    for ms in common:
+        if ms[0]["family"] == "lrp_fx":
+            continue
+        diff = [a - b for a, b in zip(values, [v for m in ms for v in m["abpc"]])]
+        d, dse = fl.mean_sem(diff)
+        z = f"{d / dse:+.1f}" if dse > 0 else "—"
+        lines.append(f"| {ms[0]['name']} | {d:+.3f} ± {dse:.3f} | {z} | {sum(x > 0 for x in diff)}/{len(diff)} |")
+    return "\n".join(lines)
 
 
 def _inputs(run: dict[str, Any]) -> str:
@@ -1054,7 +1118,7 @@ def render_doc(runs: list[dict[str, Any]]) -> str:
             f"![{key}](images/faithfulness_{key}.png)",
             "",
         ]
-    for run in pooled:
+    for run, group in zip(pooled, pooled_groups(main)):
         out += [
             f"## {run['model']}, baseline `{run['config']['baseline']}`{_inputs(run)}",
             "",
@@ -1062,6 +1126,8 @@ def render_doc(runs: list[dict[str, Any]]) -> str:
             "the methods that ran on all of them.",
             "",
             comparisons(run),
+            "",
+            cross_fitted(group),
             "",
         ]
     if held_out:

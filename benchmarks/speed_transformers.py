@@ -251,8 +251,11 @@ def make_method(name: str, model_name: str, wrapper: nn.Module, inputs: dict, se
         return gradient
     kind, variant = name.split(" ", 1)
     if kind == "lrp_fx":
+        variant, _, budget = variant.partition(" budget=")
         preset, _, opt = variant.partition(" gate=")
-        kw = {"gate": opt} if opt else {}
+        kw: dict[str, Any] = {"gate": opt} if opt else {}
+        if budget:  # memory_budget=<bytes>: the promise planner recomputes cheap forward values instead of keeping them
+            kw["memory_budget"] = int(budget)
 
         def lrp():
             return lrp_fx.attribute(wrapper, inputs, target=seed, composite=preset, **kw).relevance["x"]
@@ -267,6 +270,7 @@ def method_names(model_name: str, lxt: bool) -> list[str]:
     names = ["forward", "gradient"] + [f"lrp_fx {p}" for p in PRESETS]
     if model_name == "llama_1b_4l":  # the rule set of LXT's cp_LRP map for Llama (SwiGLU's gate frozen)
         names.append("lrp_fx cplrp gate=constant")
+    names.append("lrp_fx cplrp budget=0")  # every cheap forward value recomputed: the least memory
     return names + ([f"lxt {m}" for m in LXT_MAPS[model_name]] if lxt else [])
 
 

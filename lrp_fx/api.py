@@ -162,7 +162,9 @@ def attribute(
             relevance sums to the logit up to absorbed bias shares);
             a floating tensor of the output's shape: used as ``R`` as given (e.g. a plain one-hot, Zennit's
             convention);
-            a callable ``f(output) -> R``.
+            a callable ``f(output) -> R``, traced into the program once per model and input signature and reused
+            while the callable lives: it must compute ``R`` from the output alone (per-sample weights go in a
+            tensor target).
         composite: a preset name (``epsilon``, ``epsilon_plus``, ``epsilon_plus_flat``, ``epsilon_gamma_box``,
             ``epsilon_alpha2_beta1``, ``epsilon_alpha2_beta1_flat``) or a ``Composite``.
         output: which output to explain for models returning tuples, dicts or ``ModelOutput`` (key, index or
@@ -245,12 +247,15 @@ def attribute(
     )
 
 
+# A callable (output selector, target) is part of the program's cache key as the object itself, not its id(): the
+# key keeps it alive, so a later callable cannot reuse the id of a collected one and hit a program traced with the
+# old one.
 def _selector_key(output: OutputSelector) -> Any:
-    return ("callable", id(output)) if callable(output) else output
+    return ("callable", output) if callable(output) else output
 
 
 def _callable_key(target: Target) -> Any:
-    return id(target) if callable(target) and not isinstance(target, Tensor) else None
+    return target if callable(target) and not isinstance(target, Tensor) else None
 
 
 def _may_have_tokens(model: nn.Module, leaves: list[Any]) -> bool:

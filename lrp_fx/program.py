@@ -22,7 +22,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from . import analysis
 from .capture import Captured, module_stack, user_frame
 from .composites import FIRST_LAYER_GROUPS, Composite
-from .errors import MissingRuleError, RuleError
+from .errors import InputError, MissingRuleError, RuleError
 from .fold import fold_broadcast_bmm
 from .hoist import HoistedProgram, WeightCache, hoist_weights
 from .inplace import copy_graph_module, reuse_buffers
@@ -361,7 +361,17 @@ class ProgramBuilder:
     def _seed(self, out: Tensor, seed: Tensor) -> Tensor:
         mode = self.options.seed_mode
         if self.seed_fn is not None:
-            return self.seed_fn(out)
+            try:
+                return self.seed_fn(out)
+            except Exception as exc:  # the callable runs on fake tensors, once, while the program is traced
+                name = getattr(self.seed_fn, "__qualname__", type(self.seed_fn).__name__)
+                raise InputError(
+                    f"target={name} failed while lrp_fx traced it into the attribution program "
+                    f"({type(exc).__name__}: {str(exc)[:200]}). A callable target is traced once per model and input "
+                    "shape and reused, so it must compute the output relevance from the output alone; it cannot "
+                    "use tensors it captured. For per-sample weights, pass them as a floating tensor of the "
+                    "output's shape (target=R), or class indices (target=[...])."
+                ) from exc
         if mode == "tensor":
             return seed
         if mode == "scaled":

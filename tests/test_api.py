@@ -74,6 +74,37 @@ def test_callable_target(cnn):
     torch.testing.assert_close(res.seed, out * (out > 0))
 
 
+def test_callable_target_that_captures_a_tensor_gets_a_clear_error(cnn):
+    """A callable target is traced once (on fake tensors) and reused, so it cannot read a tensor it closed over; the
+    error says so and names the alternatives instead of surfacing a fake-tensor assertion."""
+    x = x_batch()
+    weights = torch.rand(x.shape[0], 5)
+    with pytest.raises(lrp_fx.InputError, match=r"(?s)failed while lrp_fx traced it.*floating tensor"):
+        lrp_fx.attribute(cnn, x, target=lambda out: out * weights, composite="epsilon")
+
+
+def test_program_cache_keeps_callable_targets_alive(cnn):
+    """The cache key holds the callable itself, so a new callable cannot get a collected one's id() and reuse the
+    program traced with the old function (which would silently apply the old seed)."""
+    import gc
+    import weakref
+
+    x = x_batch()
+
+    def seed(out):
+        return out * (out > 0)
+
+    ref = weakref.ref(seed)
+    lrp_fx.attribute(cnn, x, target=seed, composite="epsilon")
+    del seed
+    gc.collect()
+    assert ref() is not None
+    # and two different callables give their own seeds
+    a = lrp_fx.attribute(cnn, x, target=lambda out: out * 2.0, composite="epsilon")
+    b = lrp_fx.attribute(cnn, x, target=lambda out: out * 3.0, composite="epsilon")
+    torch.testing.assert_close(b.seed, a.seed * 1.5)
+
+
 def test_per_sample_targets_match_single_sample_attribution(cnn):
     x = x_batch(4)
     targets = [0, 3, 1, 4]

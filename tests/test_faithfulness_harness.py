@@ -220,3 +220,16 @@ def test_chosen_method_by_offset_before_by_model():
     run["config"]["offset"] = 0
     assert fb.chosen_method(run, lrp)[0]["name"] == fb.CHOSEN[("efficientnet_lite0", "blur")]
     assert fb.CHOSEN[("efficientnet_lite0", "blur", 38)] != fb.CHOSEN[("efficientnet_lite0", "blur")]
+
+
+def test_cross_fitting_chooses_each_runs_method_on_the_other_runs():
+    """Method ``a`` is best on the first run and ``b`` on the second: cross-fitting must pick ``b`` for the first
+    run and ``a`` for the second (never a run's own winner), so its ABPC is that of the two losers."""
+    fb = _faithfulness_module()
+    first = _run(0, 2, {"lrp_fx a": [0.9, 0.9], "lrp_fx b": [0.5, 0.5], "captum ig": [0.6, 0.6]})
+    second = _run(2, 2, {"lrp_fx a": [0.2, 0.2], "lrp_fx b": [0.8, 0.8], "captum ig": [0.1, 0.3]})
+    text = fb.cross_fitted([first, second])
+    assert "inputs 0-1: b, inputs 2-3: a" in text
+    assert "ABPC 0.350 ± 0.087 over n = 4" in text  # mean of [0.5, 0.5, 0.2, 0.2] and its standard error
+    # paired differences [-0.1, -0.1, +0.1, -0.1]: mean -0.05, standard error 0.1 / sqrt(4); better on 1 of 4
+    assert "| captum ig | -0.050 ± 0.050 | -1.0 | 1/4 |" in text
