@@ -77,7 +77,7 @@ import _models  # noqa: E402
 import _zennit  # noqa: E402
 
 import lrp_fx  # noqa: E402
-from lrp_fx.rules import Gamma, Reference  # noqa: E402
+from lrp_fx.rules import Gamma, Pass, Reference  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "faithfulness.md"
@@ -138,6 +138,13 @@ VARIANTS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         ("epsilon=0.01", "attnlrp", {"epsilon": 0.01}),
         ("embedding sum epsilon=0.01", "cplrp", {"overrides": EMBEDDING_SUM, "epsilon": 0.01}),
         ("epsilon=0.01 log-probability", "cplrp", {"epsilon": 0.01, "explain": "log-probability"}),
+        # layer norm's centring as element-wise (Pass) instead of CP-LRP's epsilon rule through the centring
+        ("epsilon=0.01 layernorm pass", "cplrp", {"epsilon": 0.01, "overrides": {torch.nn.LayerNorm: Pass()}}),
+        (
+            "embedding sum epsilon=0.01 layernorm pass",
+            "cplrp",
+            {"epsilon": 0.01, "overrides": {**EMBEDDING_SUM, torch.nn.LayerNorm: Pass()}},
+        ),
     ],
 }
 #: The lrp_fx method each summary row and paired table compares, per (model, baseline): chosen on held-out inputs
@@ -161,6 +168,8 @@ CHOSEN: dict[tuple, str] = {
     # test sentences 400-1199 (session 4): the best of 13 lrp_fx methods on the same 200 validation sentences, fixed
     # before running any method on them
     ("minilm_sentiment", "unk", 400): "lrp_fx cplrp embedding sum epsilon=0.01",
+    # `[MASK]` replacement (session 4): the `[UNK]` choice for sentences 400-1199 carried over, fixed before the run
+    ("minilm_sentiment", "mask"): "lrp_fx cplrp embedding sum epsilon=0.01",
 }
 DEFAULTS = {
     "efficientnet_lite0": {"n": None, "batch": 8, "patch": 16, "baselines": ["blur"], "ig_steps": 32, "sg_samples": 16},
