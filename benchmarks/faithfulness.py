@@ -973,19 +973,21 @@ def _common_methods(group: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return [[b[n] for b in by_name] for n in by_name[0] if all(n in b for b in by_name[1:])]
 
 
-def pool_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One pooled run per group of :func:`pooled_groups`: the per-input values of the methods that ran on all of its
+def pool(group: list[dict[str, Any]]) -> dict[str, Any]:
+    """One pooled run of a group of :func:`pooled_groups`: the per-input values of the methods that ran on all of its
     runs, concatenated, so the paired comparisons use every reported input."""
-    pooled = []
-    for group in pooled_groups(runs):
-        methods = [
-            {"name": ms[0]["name"], "family": ms[0]["family"], **{k: [v for m in ms for v in m[k]] for k in PER_INPUT}}
-            for ms in _common_methods(group)
-        ]
-        config = {**group[0]["config"], "n": sum(r["config"]["n"] for r in group)}
-        config["pooled"] = [[r["config"].get("offset", 0), r["config"]["n"]] for r in group]
-        pooled.append({"model": group[0]["model"], "config": config, "methods": methods})
-    return pooled
+    methods = [
+        {"name": ms[0]["name"], "family": ms[0]["family"], **{k: [v for m in ms for v in m[k]] for k in PER_INPUT}}
+        for ms in _common_methods(group)
+    ]
+    config = {**group[0]["config"], "n": sum(r["config"]["n"] for r in group)}
+    config["pooled"] = [[r["config"].get("offset", 0), r["config"]["n"]] for r in group]
+    return {"model": group[0]["model"], "config": config, "methods": methods}
+
+
+def pool_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`pool` of every group of :func:`pooled_groups` of ``runs``."""
+    return [pool(group) for group in pooled_groups(runs)]
 
 
 def cross_fitted(group: list[dict[str, Any]]) -> str:
@@ -1024,12 +1026,11 @@ def cross_fitted(group: list[dict[str, Any]]) -> str:
 
 def _inputs(run: dict[str, Any]) -> str:
     cfg = run["config"]
-    if "pooled" in cfg:
-        kind = "photos" if run["model"] == "efficientnet_lite0" else "inputs"
-        return f", {kind} " + " + ".join(f"{o}-{o + n - 1}" for o, n in cfg["pooled"]) + " (pooled)"
-    offset = cfg.get("offset", 0)
     # photos in the order of _data.photo_paths(); Fashion-MNIST test images, VADER sentences (of the split) in order
     kind = "photos" if run["model"] == "efficientnet_lite0" else "inputs"
+    if "pooled" in cfg:
+        return f", {kind} " + " + ".join(f"{o}-{o + n - 1}" for o, n in cfg["pooled"]) + " (pooled)"
+    offset = cfg.get("offset", 0)
     return f", {kind} {offset}-{offset + cfg['n'] - 1}"
 
 
@@ -1090,7 +1091,8 @@ def render_doc(runs: list[dict[str, Any]]) -> str:
     position = lambda r: (order.get(r["model"], 9), r["config"]["baseline"])  # noqa: E731
     runs = sorted(runs, key=lambda r: (*position(r), r["config"].get("offset", 0)))
     main = [r for r in runs if not is_held_out(r)]
-    pooled = pool_runs(main)
+    groups = pooled_groups(main)
+    pooled = [pool(group) for group in groups]
     held_out = [r for r in runs if is_held_out(r)]
     out = [
         "# Faithfulness on real trained models",
@@ -1127,7 +1129,7 @@ def render_doc(runs: list[dict[str, Any]]) -> str:
             f"![{key}](images/faithfulness_{key}.png)",
             "",
         ]
-    for run, group in zip(pooled, pooled_groups(main)):
+    for run, group in zip(pooled, groups):
         out += [
             f"## {run['model']}, baseline `{run['config']['baseline']}`{_inputs(run)}",
             "",
