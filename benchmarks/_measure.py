@@ -17,9 +17,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import json
 import os
 import re
 import statistics
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -121,3 +123,28 @@ class PeakRSS:
             self.peak = max(self.peak, rss())
         else:
             self.peak = max(_hwm() or 0, rss())
+
+
+def call_peak(fn: Callable[[], object], calls: int = 1) -> tuple[int, str]:
+    """``(bytes, how)``: the highest peak RSS of ``calls`` calls of ``fn``, each above the (trimmed) RSS just before
+    it; ``how`` is ``PeakRSS.method``. Results are dropped inside the measured block."""
+    peaks, how = [], ""
+    for _ in range(calls):
+        trim()
+        base = rss()
+        with PeakRSS() as peak:
+            out = fn()
+            del out
+        peaks.append(peak.peak - base)
+        how = peak.method
+    return max(peaks), how
+
+
+def probe_process(cmd: list[str], timeout: float | None = None) -> dict:
+    """Run a memory probe ``cmd`` in a fresh process with :data:`MALLOC_ENV` and return the JSON record on the last
+    line of its output. Raises ``subprocess.CalledProcessError`` (``stderr`` attached) if it fails."""
+    env = dict(os.environ, **MALLOC_ENV)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ METHODS = ("gradient", "lrp_fx", "lrp_fx memory_budget=0")
 
 def build(name: str, batch: int) -> tuple[torch.nn.Module, dict[str, torch.Tensor], torch.Tensor]:
     """The model (eval, frozen), its inputs as keyword arguments (``x`` floating) and a one-hot seed."""
-    if name == "bert_base":
+    if name in ("bert_base", "vit_b_16"):  # the transformer suite's models (ViT's zero-initialised head re-drawn)
         import speed_transformers
 
         model = speed_transformers.build(name)
@@ -85,12 +84,7 @@ def probe(model_name: str, batch: int, name: str) -> dict[str, Any]:
     model, inputs, seed = build(model_name, batch)
     fn = method(name, model, inputs, seed, MODELS[model_name])
     fn()
-    _measure.trim()
-    base = _measure.rss()
-    with _measure.PeakRSS() as peak:
-        out = fn()
-        del out
-    return {"peak_mb": (peak.peak - base) / 2**20}
+    return {"peak_mb": _measure.call_peak(fn)[0] / 2**20}
 
 
 def bench(model_name: str, batch: int, repeats: int) -> dict[str, Any]:
@@ -108,10 +102,7 @@ def bench(model_name: str, batch: int, repeats: int) -> dict[str, Any]:
             cpu[n].append(_measure.timed(fn)[1])
     peaks = {}
     for n in METHODS:
-        cmd = [sys.executable, __file__, "--probe", model_name, str(batch), n]
-        env = dict(os.environ, **_measure.MALLOC_ENV)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-        peaks[n] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_mb"]
+        peaks[n] = _measure.probe_process([sys.executable, __file__, "--probe", model_name, str(batch), n])["peak_mb"]
     return {
         "model": model_name,
         "preset": preset,

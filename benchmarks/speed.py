@@ -326,12 +326,11 @@ def run_probe(model_name: str, batch: int, method: str, threads: int, log) -> di
         "--threads",
         str(threads),
     ]
-    env = dict(os.environ, **_measure.MALLOC_ENV)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
-    if proc.returncode != 0:
-        log(f"  memory probe {model_name} b{batch} {method} FAILED:\n{proc.stderr[-4000:]}")
+    try:
+        rec = _measure.probe_process(cmd, timeout=1800)
+    except subprocess.CalledProcessError as exc:
+        log(f"  memory probe {model_name} b{batch} {method} FAILED:\n{exc.stderr[-4000:]}")
         return None
-    rec = json.loads(proc.stdout.strip().splitlines()[-1])
     log(
         f"  memory {model_name} b{batch} {method:<34} peak {rec['peak1_mb']:7.0f} / {rec['peak2_mb']:7.0f} MB, "
         f"held {rec['held_mb']:6.0f} MB (first call {rec['first_call_peak_mb']:7.0f} MB, "

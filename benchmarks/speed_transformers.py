@@ -354,33 +354,26 @@ def memory_probe(model_name: str, batch: int, method: str) -> dict[str, Any]:
     inputs, seed = make_inputs(model_name, batch, wrapper)
     fn = make_method(method, model_name, wrapper, inputs, seed)
     fn()  # warm-up (lrp_fx: build and cache hoisted weights)
-    peaks = []
-    for _ in range(2):
-        _measure.trim()
-        base = _measure.rss()
-        with _measure.PeakRSS() as peak:
-            out = fn()
-            del out
-        peaks.append(peak.peak - base)
+    peak, how = _measure.call_peak(fn, calls=2)
     cached = sum(p.weight_cache.nbytes for progs in lrp_fx.CACHE.by_model.values() for p in progs.values())
     return {
         "model": model_name,
         "batch": batch,
         "method": method,
-        "peak_mb": max(peaks) / 2**20,
+        "peak_mb": peak / 2**20,
         "weights_cached_mb": cached / 2**20,
-        "how": peak.method,
+        "how": how,
     }
 
 
 def run_probe(python: str, model_name: str, batch: int, method: str, threads: int, log) -> dict[str, Any] | None:
     cmd = [python, str(Path(__file__).resolve()), "--memory-probe", model_name, str(batch), method]
     cmd += ["--threads", str(threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **_measure.MALLOC_ENV))
-    if proc.returncode != 0:
-        log(f"  memory probe {model_name} b{batch} {method} FAILED:\n{proc.stderr[-3000:]}")
+    try:
+        rec = _measure.probe_process(cmd)
+    except subprocess.CalledProcessError as exc:
+        log(f"  memory probe {model_name} b{batch} {method} FAILED:\n{exc.stderr[-3000:]}")
         return None
-    rec = json.loads(proc.stdout.strip().splitlines()[-1])
     log(f"  memory {model_name} b{batch} {method:<18} peak {rec['peak_mb']:8.0f} MB")
     return rec
 
