@@ -6,9 +6,12 @@ Everything fetched is kept under a cache directory, ``$LRP_FX_CACHE`` or ``~/.ca
 * **Photos** (:func:`photo_paths`, :func:`load_photos`): the RGB natural photos that ship in ``scikit-image``
   (``skimage.data``), ``matplotlib`` (``grace_hopper.jpg``) and ``scikit-learn`` (``load_sample_images``), plus those in
   Debian's ``darknet`` and ``opencv-doc`` packages and the photographs among the wallpapers of
-  ``lomiri-wallpapers-16.04``, ``lomiri-wallpapers-20.04``, ``mate-backgrounds`` and ``plasma-workspace-wallpapers``,
-  extracted as ``apt-get download <package> && dpkg -x <deb> <tmp>`` and copying only the photos listed in
-  :data:`DEBIAN_PHOTOS` to ``<cache>/photos`` (``$LRP_FX_PHOTOS`` overrides that folder).
+  ``lomiri-wallpapers-16.04``, ``lomiri-wallpapers-20.04``, ``mate-backgrounds`` and ``plasma-workspace-wallpapers``
+  and the photos of ``libjxl-testdata``, extracted as ``apt-get download <package> && dpkg -x <deb> <tmp>`` and copying
+  only the photos listed in :data:`DEBIAN_PHOTOS` to ``<cache>/photos`` (``$LRP_FX_PHOTOS`` overrides that folder);
+  then the photos inside the compiled Qt resources (``.rcc``) of Debian's ``gcompris-qt-data`` (animals, tools, fish,
+  monuments, household objects; :data:`QT_RESOURCE_PHOTOS`), read out of the ``.rcc`` files by
+  :func:`read_qt_resources`.
 * **Fashion-MNIST** (:func:`load_fashion_mnist`): the IDX files of Debian's ``dataset-fashion-mnist``
   (``apt-get install dataset-fashion-mnist`` puts them in ``/usr/share/datasets/fashion-mnist``; the fetch extracts the
   package to ``<cache>/fashion-mnist`` instead; ``$LRP_FX_FASHION_MNIST`` names another folder).
@@ -24,10 +27,12 @@ import html
 import os
 import random
 import shutil
+import struct
 import subprocess
 import sys
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +41,9 @@ import numpy as np
 __all__ = [
     "DEBIAN_PHOTOS",
     "N_FIRST_PHOTOS",
+    "N_PHOTOS_SESSION4",
     "PACKAGE_PHOTOS",
+    "QT_RESOURCE_PHOTOS",
     "Sentence",
     "cache_dir",
     "fashion_mnist_dir",
@@ -46,6 +53,7 @@ __all__ = [
     "fetch_vader",
     "load_fashion_mnist",
     "load_photos",
+    "read_qt_resources",
     "load_vader_sentences",
     "photo_paths",
     "split_sentences",
@@ -154,9 +162,83 @@ DEBIAN_PHOTOS = {
         )
     ],
 }
+#: Photos added in session 5 (after the 74 photos above, so earlier runs keep their inputs): every colour photo of
+#: Debian's JPEG XL test data (a flower, a room, a cliff, tulips, a blossoming branch; the other files are test
+#: patterns, 64-px crops or single frames); photos 74-78.
+DEBIAN_PHOTOS["libjxl-testdata"] = [
+    "usr/share/libjxl-testdata/jxl/flower/flower.png",
+    "usr/share/libjxl-testdata/jxl/hdr_room.png",
+] + [
+    f"usr/share/libjxl-testdata/external/wesaturate/500px/{name}_srgb8.png"
+    for name in ("cvo9xd_keong_macan", "tmshre_riaphotographs", "u76c0g_bliznaca")
+]
+
+#: Photos inside the compiled Qt resources of a Debian package: ``package -> {.rcc path -> {resource folder ->
+#: [file stems]}}`` (``.webp`` files). For ``gcompris-qt-data`` (added in session 5, photos 79-258): every image of at
+#: least 200 px on its short side in the folders below, all of them photographs (looked at one by one before any method
+#: ran on them). Other activities were not used: the ``lang`` word pictures are drawings, ``paintings`` holds
+#: paintings, ``explore_monuments`` repeats monuments of ``categorization``, and the rest were not searched.
+_GC = "gcompris/src/activities/"
+QT_RESOURCE_PHOTOS = {
+    "gcompris-qt-data": {
+        "usr/share/gcompris-qt/rcc/explore_world_animals.rcc": {
+            _GC + "explore_world_animals/resource/animals": "bison chameleon crocodile dragon giraffe hedgehog jaguar "
+            "kangaroo koala lemur moose narwhal panda polar_bear scarlet_macaw".split(),
+        },
+        "usr/share/gcompris-qt/rcc/explore_farm_animals.rcc": {
+            _GC + "explore_farm_animals/resource/animals": "cat chicken cow dog duck horse owl pig sheep".split(),
+        },
+        "usr/share/gcompris-qt/rcc/erase.rcc": {
+            _GC + "erase/resource": "alpaca bee butterfly calf camels caterpillar chamaeleon cheetah crab dolphin "
+            "flying_fox gibbon giraffe goat gorilla gosling heron horse kingfisher kitten long_nosed_monkey macaque "
+            "meerkats northern_harrier nubian_ibex penguin pika red_panda rhinoceros spoonbills squirrel swans "
+            "toucan".split(),
+        },
+        "usr/share/gcompris-qt/rcc/categorization.rcc": {
+            _GC + "categorization/resource/images/" + folder: stems.split()
+            for folder, stems in (
+                ("alphabets", "alphabets"),
+                (
+                    "fishes",
+                    "fish1 fish10 fish11 fish12 fish13 fish14 fish15 fish16 fish18 fish19 fish2 fish20 fish21 fish22 "
+                    "fish23 fish24 fish25 fish26 fish27 fish28 fish3 fish4 fish5 fish6 fish7 fish9",
+                ),
+                (
+                    "monuments",
+                    "IndiaGate arcDeTriomphe bayterek brandenburgGate burj cathedral christTheRedeemer colosseum "
+                    "empireState greatPyramid greatWall kutubMinar leaningTowerOfPisa monument1 monument2 monument3 "
+                    "mountRushmore operaHouse parthenon statueOfLiberty tajMahal usCapitol victoriaMemorial "
+                    "zimniPalace",
+                ),
+                ("numbers", "numbers"),
+                (
+                    "others",
+                    "baseball blackslate bucket buffetset bulb chair cup igloo knife pan pillow plate spoons "
+                    "volleyball weighingMachine",
+                ),
+                (
+                    "renewable",
+                    "dam1 dam2 dam3 dam4 dam5 geothermal solar1 solar2 solar3 solar4 solar5 solar7 solar8 windmill "
+                    "windmill1 windmill11 windmill12 windmill13 windmill14 windmill15 windmill2 windmill3 windmill4 "
+                    "windmill5 windmill6 windmill7 windmill8 windmill9",
+                ),
+                (
+                    "tools",
+                    "cuttingTool hammer1 hammer2 hammer3 hammer4 hammer6 hammer7 hammer8 hammer9 measuringTape1 "
+                    "measuringTape2 measuringTape3 measuringTape4 measuringTape5 measuringTape6 multimeter2 nailCutter "
+                    "plier4 scissors2 scissors3 screwDriver screwDriver1 screwDriver2 screwDriver3 sickle sideCutter1 "
+                    "spray wrench",
+                ),
+            )
+        },
+    }
+}
+
 #: How many photos the first runs used (skimage, matplotlib, scikit-learn, darknet, opencv-doc); the wallpaper photos
 #: after them are photos ``N_FIRST_PHOTOS`` onward.
 N_FIRST_PHOTOS = 38
+#: Photos 0-73 were used until session 4; the libjxl and GCompris photos are photos ``N_PHOTOS_SESSION4`` onward.
+N_PHOTOS_SESSION4 = 74
 
 FASHION_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -205,13 +287,79 @@ def photos_dir() -> Path:
     return Path(os.environ.get("LRP_FX_PHOTOS", cache_dir() / "photos")).expanduser()
 
 
+def read_qt_resources(data: bytes) -> dict[str, bytes]:
+    """Every file of a compiled Qt resource file (``.rcc``, format versions 1-3) as ``{path: content}``.
+
+    The format (Qt's ``rcc``): a ``qres`` header with the offsets of a node tree, a data block and a name block. A
+    node is a directory (child count and first child index) or a file (offset into the data block, where a
+    big-endian length precedes the bytes; zlib-compressed files carry their uncompressed size first).
+    """
+    if data[:4] != b"qres":
+        raise ValueError("not a compiled Qt resource file (no 'qres' magic)")
+    version, tree, payload, names = struct.unpack(">IIII", data[4:20])
+    node_size = 14 if version == 1 else 22  # version 2 added a 64-bit modification time to each node
+
+    def name(offset: int) -> str:
+        (length,) = struct.unpack(">H", data[names + offset : names + offset + 2])
+        start = names + offset + 6  # after the length and a 32-bit hash
+        return data[start : start + 2 * length].decode("utf-16-be")
+
+    files: dict[str, bytes] = {}
+
+    def walk(index: int, prefix: str) -> None:
+        node = tree + index * node_size
+        name_offset, flags = struct.unpack(">IH", data[node : node + 6])
+        path = prefix + name(name_offset) if index else ""
+        if flags & 2:  # directory
+            count, first = struct.unpack(">II", data[node + 6 : node + 14])
+            for child in range(first, first + count):
+                walk(child, f"{path}/" if path else "")
+            return
+        (offset,) = struct.unpack(">I", data[node + 10 : node + 14])
+        (size,) = struct.unpack(">I", data[payload + offset : payload + offset + 4])
+        blob = data[payload + offset + 4 : payload + offset + 4 + size]
+        if flags & 4:
+            raise ValueError(f"{path}: zstd-compressed resource (not supported)")
+        files[path] = zlib.decompress(blob[4:]) if flags & 1 else blob
+
+    walk(0, "")
+    return files
+
+
+def _qt_photo_members(package: str) -> list[tuple[str, str]]:
+    """``(rcc path, resource path)`` of every photo of ``package`` in :data:`QT_RESOURCE_PHOTOS`, in order."""
+    return [
+        (rcc, f"{folder}/{stem}.webp")
+        for rcc, folders in QT_RESOURCE_PHOTOS[package].items()
+        for folder, stems in folders.items()
+        for stem in stems
+    ]
+
+
+def _extract_qt_photos(package: str, dest: Path) -> None:
+    """Extract ``package``'s ``.rcc`` files and write the listed photos to ``dest/<package>/<resource path>``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _extract_deb(package, Path(tmp), list(QT_RESOURCE_PHOTOS[package]))
+        resources = {rcc: read_qt_resources((Path(tmp) / rcc).read_bytes()) for rcc in QT_RESOURCE_PHOTOS[package]}
+    for rcc, member in _qt_photo_members(package):
+        if member not in resources[rcc]:
+            raise FileNotFoundError(f"{package}: {member} not in {rcc} (another package version?)")
+        (dest / package / member).parent.mkdir(parents=True, exist_ok=True)
+        (dest / package / member).write_bytes(resources[rcc][member])
+
+
 def fetch_photos() -> Path:
-    """Extract the photos of :data:`DEBIAN_PHOTOS` into :func:`photos_dir` (skips packages already there)."""
+    """Extract the photos of :data:`DEBIAN_PHOTOS` and :data:`QT_RESOURCE_PHOTOS` into :func:`photos_dir` (skips
+    packages already there)."""
     dest = photos_dir()
     for package, members in DEBIAN_PHOTOS.items():
         if all((dest / m).is_file() for m in members):
             continue
         _extract_deb(package, dest, members)
+    for package in QT_RESOURCE_PHOTOS:
+        if all((dest / package / m).is_file() for _, m in _qt_photo_members(package)):
+            continue
+        _extract_qt_photos(package, dest)
     return dest
 
 
@@ -239,10 +387,18 @@ def photo_paths() -> list[tuple[str, str]]:
                 missing.append(f"{package}:{m}")
             label = f"{package}/{_photo_name(m)}"
             out.append((label, f"file:{path}"))
+    for package in QT_RESOURCE_PHOTOS:
+        for _, m in _qt_photo_members(package):
+            path = dest / package / m
+            if not path.is_file():
+                missing.append(f"{package}:{m}")
+            activity, _, rest = m.removeprefix(_GC).partition("/resource/")
+            out.append((f"gcompris/{activity}/{Path(rest).with_suffix('')}", f"file:{path}"))
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} photos missing under {dest} (e.g. {missing[0]}); {FETCH_HINT}, or by hand: "
-            f"apt-get download {' '.join(DEBIAN_PHOTOS)} && dpkg -x <each .deb> <dir> and point $LRP_FX_PHOTOS at <dir>"
+            f"apt-get download {' '.join(DEBIAN_PHOTOS)} && dpkg -x <each .deb> <dir> and point $LRP_FX_PHOTOS at "
+            "<dir> (the GCompris photos need the fetch: they are read out of Qt resource files)"
         )
     return out
 

@@ -161,6 +161,15 @@ CHOSEN: dict[tuple, str] = {
     # the `mean` baseline (session 4): the `blur` choices carried over (no rule sees the baseline), fixed before runs
     ("fashion_vgg", "mean"): "lrp_fx epsilon_gamma_box gamma=0.05",
     ("efficientnet_lite0", "mean", 38): "lrp_fx epsilon_gamma_box gamma=0.1",
+    # session 5, fixed in a commit before the runs: the 185 photos added then (74-258), with the best of the 8 lrp_fx
+    # methods on all earlier photos 0-73 (gamma 0.1: 0.204 +- 0.023; default gamma 0.25: 0.192, epsilon_plus_flat
+    # 0.190, gamma 0.05: 0.169)
+    ("efficientnet_lite0", "blur", 74): "lrp_fx epsilon_gamma_box gamma=0.1",
+    ("efficientnet_lite0", "mean", 74): "lrp_fx epsilon_gamma_box gamma=0.1",
+    # session 5, fixed before the runs: every Fashion-MNIST test image not yet used (2700-4999 and 5500-9999, 6800
+    # images; 5000-5499 stay held out), with the session-3 choice unchanged; the last Fashion `blur` run
+    ("fashion_vgg", "blur", 2700): "lrp_fx epsilon_gamma_box gamma=0.05",
+    ("fashion_vgg", "blur", 5500): "lrp_fx epsilon_gamma_box gamma=0.05",
     # the best preset on held-out Fashion-MNIST test images 100-199 (zero)
     ("fashion_vgg", "zero"): "lrp_fx epsilon_plus",
     # the best of 8 lrp_fx methods on 200 sentences of the VADER validation split
@@ -168,6 +177,8 @@ CHOSEN: dict[tuple, str] = {
     # test sentences 400-1199 (session 4): the best of 13 lrp_fx methods on the same 200 validation sentences, fixed
     # before running any method on them
     ("minilm_sentiment", "unk", 400): "lrp_fx cplrp embedding sum epsilon=0.01",
+    # session 5, fixed before the run: the last test sentences of at most 40 tokens (1200-1738), the choice unchanged
+    ("minilm_sentiment", "unk", 1200): "lrp_fx cplrp embedding sum epsilon=0.01",
     # `[MASK]` replacement (session 4): the `[UNK]` choice for sentences 400-1199 carried over, fixed before the run
     ("minilm_sentiment", "mask"): "lrp_fx cplrp embedding sum epsilon=0.01",
 }

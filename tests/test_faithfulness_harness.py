@@ -233,3 +233,68 @@ def test_cross_fitting_chooses_each_runs_method_on_the_other_runs():
     assert "ABPC 0.350 ± 0.087 over n = 4" in text  # mean of [0.5, 0.5, 0.2, 0.2] and its standard error
     # paired differences [-0.1, -0.1, +0.1, -0.1]: mean -0.05, standard error 0.1 / sqrt(4); better on 1 of 4
     assert "| captum ig | -0.050 ± 0.050 | -1.0 | 1/4 |" in text
+
+
+def _qt_resource_file(files: dict[str, bytes], compress: set[str]) -> bytes:
+    """A compiled Qt resource file (format 3) written out by hand: one directory level per path component."""
+    import struct
+    import zlib
+
+    tree: dict = {}
+    for path in files:
+        node = tree
+        *dirs, leaf = path.split("/")
+        for d in dirs:
+            node = node.setdefault(d, {})
+        node[leaf] = path
+    names, payload, nodes = bytearray(), bytearray(), []
+
+    def name_offset(name: str) -> int:
+        off = len(names)
+        names.extend(struct.pack(">HI", len(name), 0) + name.encode("utf-16-be"))
+        return off
+
+    nodes.append(None)  # the root, filled in below
+    queue = [(0, "", tree)]
+    while queue:  # breadth first: a directory's children are consecutive nodes
+        index, name, children = queue.pop(0)
+        first = len(nodes)
+        entries = sorted(children.items())
+        nodes.extend([None] * len(entries))
+        nodes[index] = struct.pack(">IHII", name_offset(name), 2, len(entries), first) + bytes(8)
+        for k, (child, value) in enumerate(entries):
+            if isinstance(value, dict):
+                queue.append((first + k, child, value))
+                continue
+            blob = files[value]
+            flags = 0
+            if value in compress:
+                blob, flags = struct.pack(">I", len(blob)) + zlib.compress(blob), 1
+            data_offset = len(payload)
+            payload.extend(struct.pack(">I", len(blob)) + blob)
+            nodes[first + k] = struct.pack(">IHHHI", name_offset(child), flags, 0, 0, data_offset) + bytes(8)
+    tree_bytes = b"".join(nodes)
+    header = 24
+    return (
+        b"qres"
+        + struct.pack(">IIIII", 3, header, header + len(tree_bytes), header + len(tree_bytes) + len(payload), 0)
+        + tree_bytes
+        + bytes(payload)
+        + bytes(names)
+    )
+
+
+def test_qt_resource_reader_returns_every_file_with_its_path():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import _data
+
+    files = {
+        "a/resource/animals/cat.webp": b"RIFF cat",
+        "a/resource/animals/dog.webp": bytes(range(256)) * 3,
+        "a/other.txt": "ünïcode".encode(),
+        "top.bin": b"",
+    }
+    blob = _qt_resource_file(files, compress={"a/resource/animals/dog.webp"})
+    assert _data.read_qt_resources(blob) == files
+    with pytest.raises(ValueError, match="qres"):
+        _data.read_qt_resources(b"RIFF" + blob[4:])
