@@ -6,9 +6,14 @@ Run on a lent GPU machine from the repository root:
 
 Part 1 runs ``benchmarks/gpu_kernels.py`` (each Triton kernel against its torch reference in float64, then
 ``do_bench`` medians). Part 2 measures ``lrp_fx.attribute`` on CUDA against forward and forward+input-gradient on
-VGG16 and ResNet-50 at batch 64 (fp32 and bf16): median times (``triton.testing.do_bench``), peak memory
+VGG16, ResNet-50 and ViT-B/16 at batch 64 (fp32 and bf16): median times (``triton.testing.do_bench``), peak memory
 (``torch.cuda.max_memory_allocated``), one-time build cost, and the relative error of the fp32/bf16 relevance
 against a float64 run of the same program on a small batch. Tables are printed and written under ``--out``.
+
+Kernel variants per preset: "kernels" (``LRP_FX_KERNELS=auto``: convolutions and attention in Triton, linear layers
+on the torch rule) and, in fp32, "torch rules" (``off``); for ViT-B/16, whose cost is in its linear layers, also
+"kernels, fused linear" (``all``: the Triton GEMMs) and "kernels, stacked linear" (``all`` with
+``LRP_FX_LINEAR_KERNEL=stacked``: cuBLAS GEMMs + fused elementwise kernels).
 """
 
 from __future__ import annotations
@@ -67,7 +72,11 @@ def _measure_model(name: str, dt_name: str, batch: int, presets: list[str]) -> l
 
     dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dt_name]
     torch.manual_seed(0)
-    model = getattr(torchvision.models, name)().eval().cuda().to(dt)
+    model = getattr(torchvision.models, name)()
+    if name.startswith("vit"):
+        with torch.no_grad():  # torchvision zero-initialises the head: every logit (and relevance) would be 0
+            torch.nn.init.normal_(model.heads.head.weight, std=0.02)
+    model = model.eval().cuda().to(dt)
     for p in model.parameters():
         p.requires_grad_(False)
     x = torch.randn(batch, 3, 224, 224, device="cuda", dtype=dt)
@@ -90,13 +99,17 @@ def _measure_model(name: str, dt_name: str, batch: int, presets: list[str]) -> l
         f"| {name} | {dt_name} | forward | {t_f:.2f} | {t_f / t_g:.2f} | {m_f / mb:.0f} | {m_f / m_g:.2f} | | |",
         f"| {name} | {dt_name} | fwd+input-grad | {t_g:.2f} | 1.00 | {m_g / mb:.0f} | 1.00 | | |",
     ]
-    variants = [("auto", "kernels")] + ([("off", "torch rules")] if dt is torch.float32 else [])
+    variants = [("auto", "fused", "kernels")] + ([("off", "fused", "torch rules")] if dt is torch.float32 else [])
+    if name.startswith("vit"):
+        variants += [("all", "fused", "kernels, fused linear"), ("all", "stacked", "kernels, stacked linear")]
+        presets = VIT_PRESETS
     for preset in presets:
         kw = {"low": -3.0, "high": 3.0} if preset == "epsilon_gamma_box" else {}
         if dt is torch.bfloat16:
             kw.update(epsilon=1e-2, stabilizer=1e-2)
-        for mode, label in variants:
+        for mode, linear, label in variants:
             os.environ["LRP_FX_KERNELS"] = mode
+            os.environ["LRP_FX_LINEAR_KERNEL"] = linear
             t0 = time.perf_counter()
             lrp_fx.attribute(model, x, target=target, composite=preset, **kw)
             torch.cuda.synchronize()
@@ -113,9 +126,12 @@ def _measure_model(name: str, dt_name: str, batch: int, presets: list[str]) -> l
             )
             print(rows[-1], flush=True)
     os.environ["LRP_FX_KERNELS"] = "auto"
+    os.environ["LRP_FX_LINEAR_KERNEL"] = "fused"
     return rows
 
 
+#: ViT-B/16 takes the transformer presets (the CNN presets are for convolutional networks)
+VIT_PRESETS = ["cplrp", "attnlrp"]
 _REFERENCE: dict = {}
 
 
@@ -143,7 +159,7 @@ def _rel_error(name: str, model, preset: str, kw: dict, dt) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=os.environ.get("OUT", "docs"))
-    ap.add_argument("--models", default="vgg16,resnet50")
+    ap.add_argument("--models", default="vgg16,resnet50,vit_b_16")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--dtypes", default="fp32,bf16")
     ap.add_argument("--presets", default="epsilon,epsilon_plus_flat,epsilon_gamma_box")

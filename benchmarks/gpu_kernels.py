@@ -75,12 +75,14 @@ from kernels import (  # noqa: E402
     epsilon_conv2d_triton,
     epsilon_linear,
     epsilon_linear_ref,
+    epsilon_linear_stacked_triton,
     epsilon_linear_triton,
     signsplit_conv2d,
     signsplit_conv2d_ref,
     signsplit_conv2d_triton,
     signsplit_linear,
     signsplit_linear_ref,
+    signsplit_linear_stacked_triton,
     signsplit_linear_triton,
 )
 
@@ -175,19 +177,23 @@ def scale_attention_relevance(q, k, v, r, causal, mask):
 # ------------------------------------------------------------------------------------------------------------------
 # cases: each returns (kernel_fn, torch_fn, ref64_fn) closures
 # ------------------------------------------------------------------------------------------------------------------
-def linear_case(M, K, N, dtype, rule, nonneg, seed=0):
+def linear_case(M, K, N, dtype, rule, nonneg, seed=0, stacked=False):
+    """``stacked``: the cuBLAS + fused-elementwise implementation (``kernels/linear_stacked.py``) instead of the
+    fused Triton GEMMs."""
     x, w, b, z, r = linear_inputs(M, K, N, dtype, seed, nonneg)
     eps = EPS[dtype]
+    k_eps = epsilon_linear_stacked_triton if stacked else K_EPS_LIN
+    k_ss = signsplit_linear_stacked_triton if stacked else K_SS_LIN
     if rule == "epsilon":
         return (
-            lambda: K_EPS_LIN(x, w, z, r, eps),
+            lambda: k_eps(x, w, z, r, eps),
             lambda: epsilon_linear_ref(x, w, z, r, eps, upcast=False),
             lambda: epsilon_linear_ref(x.double(), w.double(), z.double(), r.double(), eps),
         )
     kw = dict(alpha=2.0, beta=1.0, gamma=0.25, eps=eps, x_nonneg=nonneg)
     d = [t.double() for t in (x, w, b, z, r)]
     return (
-        lambda: K_SS_LIN(x, w, b, z, r, rule, **kw),
+        lambda: k_ss(x, w, b, z, r, rule, **kw),
         lambda: signsplit_linear_ref(x, w, b, z, r, rule, upcast=False, **kw),
         lambda: signsplit_linear_ref(*d, rule, **kw),
     )
@@ -232,15 +238,16 @@ def correctness_cases(groups):
     if "linear" in groups:
         shape = (5, 13, 7) if SMOKE else (384, 520, 260)
         for dt in dts:
-            for name, rule, nonneg in LINEAR_RULES:
-                cases.append(
-                    (
-                        "linear",
-                        f"{name} M,K,N={shape}",
-                        dt,
-                        lambda s=shape, d=dt, r=rule, n=nonneg: linear_case(*s, d, r, n),
+            for stacked in (False, True):
+                for name, rule, nonneg in LINEAR_RULES:
+                    cases.append(
+                        (
+                            "linear",
+                            f"{'stacked ' if stacked else ''}{name} M,K,N={shape}",
+                            dt,
+                            lambda s=shape, d=dt, r=rule, n=nonneg, st=stacked: linear_case(*s, d, r, n, stacked=st),
+                        )
                     )
-                )
     if "conv" in groups:
         geoms = [(2, 3, 4, 7, 1, 1, 1)] if SMOKE else [(4, 32, 48, 29, 1, 1, 1), (4, 32, 64, 30, 2, 1, 2)]
         for dt in dts:
@@ -355,16 +362,19 @@ def timing_cases(groups):
         shapes = [(8, 24, 16)] if SMOKE else [(4096, 4096, 4096), (8192, 8192, 8192)]
         for dt in (torch.float32, torch.bfloat16):
             for shape in shapes:
-                for name, rule, nonneg in LINEAR_RULES:
-                    cases.append(
-                        (
-                            "linear",
-                            f"{name} M,K,N={shape[0]},{shape[1]},{shape[2]}",
-                            dt,
-                            lambda s=shape, d=dt, r=rule, n=nonneg: linear_case(*s, d, r, n),
-                            None,
+                for stacked in (False, True):
+                    for name, rule, nonneg in LINEAR_RULES:
+                        cases.append(
+                            (
+                                "linear",
+                                f"{'stacked ' if stacked else ''}{name} M,K,N={shape[0]},{shape[1]},{shape[2]}",
+                                dt,
+                                lambda s=shape, d=dt, r=rule, n=nonneg, st=stacked: linear_case(
+                                    *s, d, r, n, stacked=st
+                                ),
+                                None,
+                            )
                         )
-                    )
     if "attention" in groups:
         specs = (
             [(1, 2, 2, 33, 16, "attnlrp", True)]

@@ -25,6 +25,7 @@ from .conv2d import (
 )
 from .linear_epsilon import epsilon_linear, epsilon_linear_ref, epsilon_linear_triton
 from .linear_signsplit import signsplit_linear, signsplit_linear_ref, signsplit_linear_triton
+from .linear_stacked import epsilon_linear_stacked_triton, signsplit_linear_stacked_triton
 
 __all__ = [
     "INTERPRET",
@@ -35,6 +36,8 @@ __all__ = [
     "signsplit_linear",
     "signsplit_linear_ref",
     "signsplit_linear_triton",
+    "epsilon_linear_stacked_triton",
+    "signsplit_linear_stacked_triton",
     "epsilon_conv2d",
     "epsilon_conv2d_ref",
     "epsilon_conv2d_triton",

@@ -21,6 +21,18 @@ LIB = "lrp_kernels"
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on", "y")
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def linear_impl() -> str:
+    """Which implementation the linear operators launch on CUDA: ``"fused"`` (the Triton GEMMs of
+    ``linear_epsilon.py`` / ``linear_signsplit.py``, the default) or ``"stacked"`` (cuBLAS GEMMs + fused elementwise
+    kernels, ``linear_stacked.py``), from ``$LRP_FX_LINEAR_KERNEL`` (read per call, so a benchmark can switch)."""
+    impl = os.environ.get("LRP_FX_LINEAR_KERNEL", "fused").strip().lower()
+    if impl not in ("fused", "stacked"):
+        raise ValueError(f"LRP_FX_LINEAR_KERNEL must be 'fused' or 'stacked', got {impl!r}")
+    return impl
+
+
 """Dtypes the Triton kernels accept; anything else (float64, ...) runs the torch reference."""
 
 

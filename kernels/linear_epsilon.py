@@ -37,6 +37,7 @@ from ._common import (
     gemm_configs,
     gemm_prune,
     launcher,
+    linear_impl,
     mma,
     stab,
     stab_tl,
@@ -202,7 +203,10 @@ def _epsilon_linear_op(
     x: torch.Tensor, weight: torch.Tensor, z: torch.Tensor, relevance: torch.Tensor, eps: float
 ) -> torch.Tensor:
     if use_triton(x, weight, z, relevance) and len({x.dtype, weight.dtype, z.dtype, relevance.dtype}) == 1:
-        return epsilon_linear_triton(x, weight, z, relevance, eps, _wrap=True)
+        launch = epsilon_linear_triton
+        if linear_impl() == "stacked":
+            from .linear_stacked import epsilon_linear_stacked_triton as launch  # imports this module
+        return launch(x, weight, z, relevance, eps, _wrap=True)
     return epsilon_linear_ref(x, weight, z, relevance, eps)
 
 

@@ -60,6 +60,7 @@ from ._common import (
     gemm_configs,
     gemm_prune,
     launcher,
+    linear_impl,
     mma,
     stab,
     stab_tl,
@@ -481,9 +482,10 @@ def _signsplit_linear_op(
     zz = z if rule == "gamma" else None
     tensors = [t for t in (x, weight, bias, zz, relevance) if t is not None]
     if use_triton(*tensors) and len({t.dtype for t in tensors}) == 1:
-        return signsplit_linear_triton(
-            x, weight, bias, zz, relevance, rule, alpha, beta, gamma, eps, x_nonneg, _wrap=True
-        )
+        launch = signsplit_linear_triton
+        if linear_impl() == "stacked":
+            from .linear_stacked import signsplit_linear_stacked_triton as launch  # imports this module
+        return launch(x, weight, bias, zz, relevance, rule, alpha, beta, gamma, eps, x_nonneg, _wrap=True)
     return signsplit_linear_ref(x, weight, bias, zz, relevance, rule, alpha, beta, gamma, eps, x_nonneg)
 
 

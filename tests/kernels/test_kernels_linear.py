@@ -8,9 +8,11 @@ import kernels
 from kernels import (
     epsilon_linear,
     epsilon_linear_ref,
+    epsilon_linear_stacked_triton,
     epsilon_linear_triton,
     signsplit_linear,
     signsplit_linear_ref,
+    signsplit_linear_stacked_triton,
     signsplit_linear_triton,
 )
 
@@ -182,3 +184,47 @@ def test_signsplit_linear_cuda_large(rule):
     x, w, b, z, r = make_linear(300, 520, 260, torch.bfloat16, "cuda", seed=6)
     out = signsplit_linear(x, w, b, z, r, rule, eps=1e-2)
     assert_close_rel(out, signsplit_linear_ref(x, w, b, z, r, rule, eps=1e-2), TOL[torch.bfloat16])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the stacked implementation (cuBLAS GEMMs + the fused elementwise kernels of conv2d.py)
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_epsilon_linear_stacked(device, shape, dtype):
+    x, w, b, z, r = make_linear(*shape, dtype, device)
+    out = epsilon_linear_stacked_triton(x, w, z, r, EPS[dtype])
+    assert out.dtype == dtype
+    assert_close_rel(out, epsilon_linear_ref(x, w, z, r, EPS[dtype]), TOL[dtype])
+
+
+@pytest.mark.parametrize("nonneg", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rule", RULES)
+def test_signsplit_linear_stacked(device, rule, dtype, bias, nonneg):
+    x, w, b, z, r = make_linear(40, 35, 50, dtype, device, bias=bias, nonneg=nonneg, seed=2)
+    kw = dict(alpha=1.5, beta=0.5, gamma=0.3, eps=EPS[dtype], x_nonneg=nonneg)
+    out = signsplit_linear_stacked_triton(x, w, b, z, r, rule, **kw)
+    assert out.dtype == dtype
+    assert_close_rel(out, signsplit_linear_ref(x, w, b, z, r, rule, **kw), TOL[dtype])
+
+
+def test_stacked_and_fused_linear_kernels_agree_with_the_dense_formula(device):
+    x, w, b, z, r = make_linear(7, 11, 9, torch.float32, device, seed=3)
+    dense = dense_linear(*(t.double().cpu() for t in (x, w, b, z, r)), "alphabeta", eps=1e-6)
+    for fn in (signsplit_linear_stacked_triton, signsplit_linear_triton):
+        out = fn(x, w, b, z, r, "alphabeta", eps=1e-6).double().cpu()
+        torch.testing.assert_close(out, dense, rtol=1e-4, atol=1e-5)
+
+
+def test_linear_implementation_switch_is_validated(monkeypatch):
+    from kernels._common import linear_impl
+
+    monkeypatch.delenv("LRP_FX_LINEAR_KERNEL", raising=False)
+    assert linear_impl() == "fused"
+    monkeypatch.setenv("LRP_FX_LINEAR_KERNEL", "Stacked")
+    assert linear_impl() == "stacked"
+    monkeypatch.setenv("LRP_FX_LINEAR_KERNEL", "cublas")
+    with pytest.raises(ValueError, match="LRP_FX_LINEAR_KERNEL"):
+        linear_impl()
