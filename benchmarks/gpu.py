@@ -50,7 +50,9 @@ HEADER = [
 ]
 
 
-def end_to_end(models: list[str], batch: int, dtypes: list[str], presets: list[str]) -> list[str]:
+def end_to_end(models: list[str], batch: int, dtypes: list[str], presets: list[str], on_rows=None) -> list[str]:
+    """Rows of the end-to-end table; ``on_rows(rows)`` after each model and dtype (so a run cut off by the device's
+    time limit keeps what it measured)."""
     rows = list(HEADER)
     for name in models:
         for dt_name in dtypes:
@@ -62,6 +64,8 @@ def end_to_end(models: list[str], batch: int, dtypes: list[str], presets: list[s
             rows += new
             print("\n".join(new), flush=True)
             torch.cuda.empty_cache()
+            if on_rows is not None:
+                on_rows(rows)
     return rows
 
 
@@ -175,13 +179,17 @@ def main() -> int:
             subprocess.run(cmd, timeout=args.kernel_timeout, check=False)
         except subprocess.TimeoutExpired:
             print("kernel benchmark timed out", flush=True)
-    rows = end_to_end(args.models.split(","), args.batch, args.dtypes.split(","), args.presets.split(","))
-    table = "\n".join(
-        [f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, batch {args.batch}", "", *rows]
-    )
-    with open(os.path.join(args.out, "gpu_end_to_end.md"), "w") as f:
-        f.write(table + "\n")
-    print(table)
+
+    def write(rows: list[str]) -> str:
+        table = "\n".join(
+            [f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, batch {args.batch}", "", *rows]
+        )
+        with open(os.path.join(args.out, "gpu_end_to_end.md"), "w") as f:
+            f.write(table + "\n")
+        return table
+
+    rows = end_to_end(args.models.split(","), args.batch, args.dtypes.split(","), args.presets.split(","), write)
+    print(write(rows))
     return 0
 
 
