@@ -41,7 +41,6 @@ import numpy as np
 __all__ = [
     "DEBIAN_PHOTOS",
     "N_FIRST_PHOTOS",
-    "N_PHOTOS_SESSION4",
     "PACKAGE_PHOTOS",
     "QT_RESOURCE_PHOTOS",
     "Sentence",
@@ -235,10 +234,8 @@ QT_RESOURCE_PHOTOS = {
 }
 
 #: How many photos the first runs used (skimage, matplotlib, scikit-learn, darknet, opencv-doc); the wallpaper photos
-#: after them are photos ``N_FIRST_PHOTOS`` onward.
+#: after them are photos ``N_FIRST_PHOTOS`` onward (to 73; the libjxl and GCompris photos are 74 onward).
 N_FIRST_PHOTOS = 38
-#: Photos 0-73 were used until session 4; the libjxl and GCompris photos are photos ``N_PHOTOS_SESSION4`` onward.
-N_PHOTOS_SESSION4 = 74
 
 FASHION_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),

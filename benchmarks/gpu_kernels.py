@@ -232,22 +232,25 @@ def attention_case(B, H, Hkv, N, d, dtype, rule, causal, padding=False, seed=0, 
 # ------------------------------------------------------------------------------------------------------------------
 # correctness
 # ------------------------------------------------------------------------------------------------------------------
+def linear_variants(shape, shape_label, dt):
+    """``(label, make)`` of every linear rule variant of ``LINEAR_RULES`` on ``shape``, fused kernels then stacked."""
+    return [
+        (
+            f"{'stacked ' if stacked else ''}{name} M,K,N={shape_label}",
+            lambda r=rule, n=nonneg, st=stacked: linear_case(*shape, dt, r, n, stacked=st),
+        )
+        for stacked in (False, True)
+        for name, rule, nonneg in LINEAR_RULES
+    ]
+
+
 def correctness_cases(groups):
     dts = [torch.float32, torch.bfloat16]
     cases = []
     if "linear" in groups:
         shape = (5, 13, 7) if SMOKE else (384, 520, 260)
         for dt in dts:
-            for stacked in (False, True):
-                for name, rule, nonneg in LINEAR_RULES:
-                    cases.append(
-                        (
-                            "linear",
-                            f"{'stacked ' if stacked else ''}{name} M,K,N={shape}",
-                            dt,
-                            lambda s=shape, d=dt, r=rule, n=nonneg, st=stacked: linear_case(*s, d, r, n, stacked=st),
-                        )
-                    )
+            cases += [("linear", label, dt, make) for label, make in linear_variants(shape, str(shape), dt)]
     if "conv" in groups:
         geoms = [(2, 3, 4, 7, 1, 1, 1)] if SMOKE else [(4, 32, 48, 29, 1, 1, 1), (4, 32, 64, 30, 2, 1, 2)]
         for dt in dts:
@@ -362,19 +365,8 @@ def timing_cases(groups):
         shapes = [(8, 24, 16)] if SMOKE else [(4096, 4096, 4096), (8192, 8192, 8192)]
         for dt in (torch.float32, torch.bfloat16):
             for shape in shapes:
-                for stacked in (False, True):
-                    for name, rule, nonneg in LINEAR_RULES:
-                        cases.append(
-                            (
-                                "linear",
-                                f"{'stacked ' if stacked else ''}{name} M,K,N={shape[0]},{shape[1]},{shape[2]}",
-                                dt,
-                                lambda s=shape, d=dt, r=rule, n=nonneg, st=stacked: linear_case(
-                                    *s, d, r, n, stacked=st
-                                ),
-                                None,
-                            )
-                        )
+                variants = linear_variants(shape, ",".join(map(str, shape)), dt)
+                cases += [("linear", label, dt, make, None) for label, make in variants]
     if "attention" in groups:
         specs = (
             [(1, 2, 2, 33, 16, "attnlrp", True)]

@@ -143,8 +143,8 @@ def _ew_grid(rows: int, inner: int):
 
 
 def _sign_split(x: torch.Tensor, rows: int, inner: int, wrap: bool) -> torch.Tensor:
-    n, c, h, w = x.shape
-    out = torch.empty((n, 2 * c, h, w), dtype=x.dtype, device=x.device)
+    """``x [N, C, ...]`` -> ``[N, 2C, ...]``, the blocks ``x+``, ``x-`` stacked per group (``rows = N * groups``)."""
+    out = torch.empty((x.shape[0], 2 * x.shape[1], *x.shape[2:]), dtype=x.dtype, device=x.device)
     grid, n_blocks = _ew_grid(rows, inner)
     launcher(_sign_split_kernel, wrap)[grid](x, out, inner, n_blocks, BLOCK=_EW_BLOCK, num_warps=_EW_WARPS)
     return out
@@ -287,20 +287,43 @@ def signsplit_conv2d_triton(
     stride, padding, dilation = _conv_args(stride, padding, dilation)
     x, relevance = x.contiguous(), relevance.contiguous()
     o = z.contiguous() if rule == "gamma" else relevance
-    n = x.shape[0]
-    rows = n * groups
+    return signsplit_stacked(
+        x,
+        weight,
+        bias,
+        o,
+        relevance,
+        rule,
+        (alpha, beta, gamma, eps),
+        x_nonneg,
+        groups,
+        lambda x_in, w, b: F.conv2d(x_in, w, b, stride, padding, dilation, groups),
+        lambda x_in, w, s: torch.nn.grad.conv2d_input(x_in.shape, w, s, stride, padding, dilation, groups),
+        _wrap,
+    )
+
+
+def signsplit_stacked(x, weight, bias, o, relevance, rule, params, x_nonneg, groups, forward, transpose, wrap):
+    """The stacked sign-split pipeline, shared by convolutions and linear layers (``linear_stacked.py``).
+
+    ``x [N, C, ...]``, ``relevance`` and ``o`` (gamma's original output, else any tensor) ``[N, O, ...]``, all
+    contiguous; ``weight [O, C / groups, ...]``; ``params = (alpha, beta, gamma, eps)``. ``forward(x_in, w, b)`` is the
+    layer applied to the stacked input with the stacked weight and bias, ``transpose(x_in, w, s)`` its input-gradient
+    map; both run as library calls (cuDNN / cuBLAS). Triton split -> forward -> Triton scale (in place) -> transpose
+    -> Triton combine.
+    """
+    alpha, beta, gamma, eps = params
+    rows = x.shape[0] * groups
     inner_in = x[0].numel() // groups
     inner_out = relevance[0].numel() // groups
-
-    x_in = x if x_nonneg else _sign_split(x, rows, inner_in, _wrap)
+    x_in = x if x_nonneg else _sign_split(x, rows, inner_in, wrap)
     w_stack = stacked_weight(weight, rule, gamma, groups, x_nonneg)
-    b_stack = stacked_bias(bias, rule, gamma, groups)
-    zz = F.conv2d(x_in, w_stack, b_stack, stride, padding, dilation, groups).contiguous()
-    s = _relevance_scale(zz, relevance, o, zz, rows, inner_out, alpha, beta, eps, RULES[rule], _wrap)
-    g = torch.nn.grad.conv2d_input(x_in.shape, w_stack, s, stride, padding, dilation, groups).contiguous()
+    zz = forward(x_in, w_stack, stacked_bias(bias, rule, gamma, groups)).contiguous()
+    s = _relevance_scale(zz, relevance, o, zz, rows, inner_out, alpha, beta, eps, RULES[rule], wrap)
+    g = transpose(x_in, w_stack, s).contiguous()
     if x_nonneg:
-        return _combine(x, g, g, rows, inner_in, False, _wrap)
-    return _combine(x, g, torch.empty_like(x), rows, inner_in, True, _wrap)
+        return _combine(x, g, g, rows, inner_in, False, wrap)
+    return _combine(x, g, torch.empty_like(x), rows, inner_in, True, wrap)
 
 
 def epsilon_conv2d_ref(

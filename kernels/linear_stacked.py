@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ._common import check_triton_inputs
-from .conv2d import _EPSILON, RULES, _combine, _relevance_scale, _sign_split, stacked_bias, stacked_weight
+from .conv2d import _EPSILON, _combine, _relevance_scale, signsplit_stacked
 from .linear_epsilon import _check_shapes
 from .linear_signsplit import _check
 
@@ -79,17 +79,22 @@ def signsplit_linear_stacked_triton(
     cuBLAS GEMM -> Triton combine. Arguments as ``signsplit_linear_triton`` (2-D, one dtype)."""
     _check(x, weight, bias, z, relevance, rule)
     check_triton_inputs(x, weight, bias, z if rule == "gamma" else None, relevance)
-    (M, K), N = x.shape, weight.shape[0]
-    if M == 0 or K == 0:
+    if x.numel() == 0:
         return torch.zeros_like(x)
     x, relevance = x.contiguous(), relevance.contiguous()
     o = z.contiguous() if rule == "gamma" else relevance
-    # a linear layer is a 1x1 convolution: [M, K] -> [M, K, 1, 1] for the conv helpers' NCHW layout
-    x_in = x if x_nonneg else _sign_split(x.view(M, K, 1, 1), M, K, _wrap).view(M, 2 * K)
-    w_stack = stacked_weight(weight[:, :, None, None], rule, gamma, 1, x_nonneg)[:, :, 0, 0]
-    zz = F.linear(x_in, w_stack, stacked_bias(bias, rule, gamma, 1)).contiguous()
-    s = _relevance_scale(zz, relevance, o, zz, M, N, alpha, beta, eps, RULES[rule], _wrap)
-    g = (s @ w_stack).contiguous()
-    if x_nonneg:
-        return _combine(x, g, g, M, K, False, _wrap)
-    return _combine(x, g, torch.empty_like(x), M, K, True, _wrap)
+    # the pipeline of the convolution rules with a linear layer's GEMMs: [M, K] is [N, C] with no spatial dims
+    return signsplit_stacked(
+        x,
+        weight,
+        bias,
+        o,
+        relevance,
+        rule,
+        (alpha, beta, gamma, eps),
+        x_nonneg,
+        1,
+        F.linear,
+        lambda x_in, w, s: s @ w,
+        _wrap,
+    )

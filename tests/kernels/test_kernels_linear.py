@@ -92,11 +92,12 @@ def test_reference_x_nonneg_drops_negative_terms(rule):
     torch.testing.assert_close(skip, full, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("launch", [epsilon_linear_triton, epsilon_linear_stacked_triton], ids=["fused", "stacked"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_epsilon_linear_triton(device, shape, dtype):
+def test_epsilon_linear_triton(device, shape, dtype, launch):
     x, w, b, z, r = make_linear(*shape, dtype, device)
-    out = epsilon_linear_triton(x, w, z, r, EPS[dtype])
+    out = launch(x, w, z, r, EPS[dtype])
     assert out.dtype == dtype
     assert_close_rel(out, epsilon_linear_ref(x, w, z, r, EPS[dtype]), TOL[dtype])
 
@@ -189,15 +190,6 @@ def test_signsplit_linear_cuda_large(rule):
 # ---------------------------------------------------------------------------------------------------------------
 # the stacked implementation (cuBLAS GEMMs + the fused elementwise kernels of conv2d.py)
 # ---------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("shape", SHAPES)
-def test_epsilon_linear_stacked(device, shape, dtype):
-    x, w, b, z, r = make_linear(*shape, dtype, device)
-    out = epsilon_linear_stacked_triton(x, w, z, r, EPS[dtype])
-    assert out.dtype == dtype
-    assert_close_rel(out, epsilon_linear_ref(x, w, z, r, EPS[dtype]), TOL[dtype])
-
-
 @pytest.mark.parametrize("nonneg", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
