@@ -16,8 +16,9 @@ Models (see ``_models.py`` and ``_data.py``):
 * ``fashion_vgg``: the VGG-style CNN trained by ``train_fashion_mnist.py``, the first ``n`` Fashion-MNIST test images,
   inputs in ``[0, 1]``; 2-px patches (196 features), baselines ``blur`` and ``zero`` (black) by default;
 * ``minilm_sentiment``: the frozen all-MiniLM-L6-v2 encoder with the sentiment head of ``train_sentiment_head.py``,
-  the first ``n`` test-split VADER sentences of at most ``--max-tokens`` tokens (``--split val``: the validation
-  split, held out for choosing rule variants); every token except ``[CLS]``,
+  the first ``n`` test-split VADER sentences of at most ``--max-tokens`` tokens (and more than ``--min-tokens``;
+  ``--split val``: the validation split, whose first 200 short sentences are held out for choosing rule variants, the
+  rest reported with ``--reported``); every token except ``[CLS]``,
   ``[SEP]`` and padding is a feature, replaced by ``[UNK]`` (default), ``[MASK]`` or deleted (``delete``: attention
   mask 0 for it).
 
@@ -218,7 +219,7 @@ CHOSEN: dict[tuple | str, str] = {
     ("minilm_sentiment", "mask"): "lrp_fx cplrp embedding sum epsilon=0.01",
     # session 6, fixed in a commit before the runs (keyed by run name): the validation sentences of at most 40 tokens
     # no method had seen (200-1775) and every test sentence of more than 40 tokens (208), with `[UNK]` and, carried
-    # over, `delete`; the best of the 24 lrp_fx methods on validation sentences 0-199 (0.5250; the session-4 choice
+    # over, `delete`; the best of the 26 lrp_fx methods on validation sentences 0-199 (0.5250; the session-4 choice
     # 0.5240, IG with [UNK] 0.5288: no lrp_fx method is ahead of IG there)
     **{
         f"minilm_sentiment_{baseline}_{run}": "lrp_fx cplrp embedding sum epsilon=0.01 layernorm epsilon=0.001"
@@ -1120,10 +1121,14 @@ def _inputs(run: dict[str, Any]) -> str:
     cfg = run["config"]
     # photos in the order of _data.photo_paths(); Fashion-MNIST test images, VADER sentences (of the split) in order
     kind = "photos" if run["model"] == "efficientnet_lite0" else "inputs"
+    if cfg.get("split", "test") != "test":
+        kind = f"{cfg['split']} {kind}"
+    # text runs of longer sentences count them from 0 among those of their token range
+    tokens = f" of {cfg['min_tokens'] + 1}-{cfg['max_tokens']} tokens" if cfg.get("min_tokens") else ""
     if "pooled" in cfg:
-        return f", {kind} " + " + ".join(f"{o}-{o + n - 1}" for o, n in cfg["pooled"]) + " (pooled)"
+        return f", {kind} " + " + ".join(f"{o}-{o + n - 1}" for o, n in cfg["pooled"]) + tokens + " (pooled)"
     offset = cfg.get("offset", 0)
-    return f", {kind} {offset}-{offset + cfg['n'] - 1}"
+    return f", {kind} {offset}-{offset + cfg['n'] - 1}{tokens}"
 
 
 def _paired(best: dict[str, Any], other: dict[str, Any]) -> tuple[float, float]:

@@ -222,6 +222,25 @@ def test_chosen_method_by_offset_before_by_model():
     assert fb.CHOSEN[("efficientnet_lite0", "blur", 38)] != fb.CHOSEN[("efficientnet_lite0", "blur")]
 
 
+def test_chosen_method_by_run_name_first():
+    fb = _faithfulness_module()
+    by_name = "lrp_fx cplrp embedding sum epsilon=0.01 layernorm epsilon=0.001"
+    lrp = [{"name": by_name}, {"name": "lrp_fx cplrp embedding sum epsilon=0.01"}, {"name": "lrp_fx cplrp"}]
+    run = {"model": "minilm_sentiment", "config": {"baseline": "unk", "offset": 200, "split": "val"}}
+    assert fb.run_key(run) in fb.CHOSEN and fb.chosen_method(run, lrp) == (lrp[0], "chosen on held-out inputs")
+    run["config"] = {"baseline": "unk", "offset": 400}  # the test split: the (model, baseline, offset) entry
+    assert fb.chosen_method(run, lrp)[0]["name"] == fb.CHOSEN[("minilm_sentiment", "unk", 400)] != by_name
+
+
+def test_pooling_keeps_sentence_length_ranges_apart():
+    fb = _faithfulness_module()
+    short = _run(0, 2, {"lrp_fx x": [1.0, 2.0], "captum ig": [0.5, 0.5]}, max_tokens=40)
+    more = _run(2, 2, {"lrp_fx x": [1.0, 2.0], "captum ig": [0.5, 0.5]}, max_tokens=40)
+    long = _run(10, 2, {"lrp_fx x": [3.0, 4.0], "captum ig": [1.0, 1.0]}, max_tokens=128, min_tokens=40)
+    [pooled] = fb.pool_runs([short, more, long])
+    assert pooled["config"]["pooled"] == [[0, 2], [2, 2]]
+
+
 def test_cross_fitting_chooses_each_runs_method_on_the_other_runs():
     """Method ``a`` is best on the first run and ``b`` on the second: cross-fitting must pick ``b`` for the first
     run and ``a`` for the second (never a run's own winner), so its ABPC is that of the two losers."""
