@@ -997,6 +997,11 @@ def is_held_out(run: dict[str, Any]) -> bool:
     return bool(cfg.get("held_out", cfg.get("offset") or cfg.get("split")))
 
 
+def _token_range(cfg: dict[str, Any]) -> str:
+    """The sentence lengths of a text run, with [CLS] and [SEP]: ``"41-128 tokens"``."""
+    return f"{cfg.get('min_tokens', 0) + 1}-{cfg['max_tokens']} tokens"
+
+
 def describe(run: dict[str, Any]) -> str:
     cfg, extra, mach = run["config"], run["extra"], run["machine"]
     parts = [f"n = {cfg['n']} inputs, {cfg['steps']} steps, baseline `{cfg['baseline']}`"]
@@ -1008,8 +1013,8 @@ def describe(run: dict[str, Any]) -> str:
         parts.append(f"{cfg['patch']}-px patches ({cfg['features']} features)")
     else:
         parts.append(
-            f"sentences of {cfg.get('min_tokens', 0) + 1}-{cfg['max_tokens']} tokens (mean "
-            f"{cfg['mean_features']:.1f} features per sentence, padded to {cfg['padded_length']})"
+            f"sentences of {_token_range(cfg)} (mean {cfg['mean_features']:.1f} features per sentence, padded to "
+            f"{cfg['padded_length']})"
         )
     parts.append(f"attribution batch {cfg['batch']}")
     if "ig_steps" in cfg:
@@ -1124,7 +1129,7 @@ def _inputs(run: dict[str, Any]) -> str:
     if cfg.get("split", "test") != "test":
         kind = f"{cfg['split']} {kind}"
     # text runs of longer sentences count them from 0 among those of their token range
-    tokens = f" of {cfg['min_tokens'] + 1}-{cfg['max_tokens']} tokens" if cfg.get("min_tokens") else ""
+    tokens = f" of {_token_range(cfg)}" if cfg.get("min_tokens") else ""
     if "pooled" in cfg:
         return f", {kind} " + " + ".join(f"{o}-{o + n - 1}" for o, n in cfg["pooled"]) + tokens + " (pooled)"
     offset = cfg.get("offset", 0)

@@ -285,13 +285,11 @@ def signsplit_conv2d_triton(
         raise ValueError("the gamma rule needs the original output z")
     check_triton_inputs(x, weight, bias, z if rule == "gamma" else None, relevance)
     stride, padding, dilation = _conv_args(stride, padding, dilation)
-    x, relevance = x.contiguous(), relevance.contiguous()
-    o = z.contiguous() if rule == "gamma" else relevance
     return signsplit_stacked(
         x,
         weight,
         bias,
-        o,
+        z,
         relevance,
         rule,
         (alpha, beta, gamma, eps),
@@ -303,16 +301,18 @@ def signsplit_conv2d_triton(
     )
 
 
-def signsplit_stacked(x, weight, bias, o, relevance, rule, params, x_nonneg, groups, forward, transpose, wrap):
+def signsplit_stacked(x, weight, bias, z, relevance, rule, params, x_nonneg, groups, forward, transpose, wrap):
     """The stacked sign-split pipeline, shared by convolutions and linear layers (``linear_stacked.py``).
 
-    ``x [N, C, ...]``, ``relevance`` and ``o`` (gamma's original output, else any tensor) ``[N, O, ...]``, all
-    contiguous; ``weight [O, C / groups, ...]``; ``params = (alpha, beta, gamma, eps)``. ``forward(x_in, w, b)`` is the
-    layer applied to the stacked input with the stacked weight and bias, ``transpose(x_in, w, s)`` its input-gradient
-    map; both run as library calls (cuDNN / cuBLAS). Triton split -> forward -> Triton scale (in place) -> transpose
-    -> Triton combine.
+    ``x [N, C, ...]``, ``relevance`` and ``z`` (the original output, read by the gamma rule only; may be ``None``
+    otherwise) ``[N, O, ...]``; ``weight [O, C / groups, ...]``; ``params = (alpha, beta, gamma, eps)``.
+    ``forward(x_in, w, b)`` is the layer applied to the stacked input with the stacked weight and bias,
+    ``transpose(x_in, w, s)`` its input-gradient map; both run as library calls (cuDNN / cuBLAS). Triton split ->
+    forward -> Triton scale (in place) -> transpose -> Triton combine.
     """
     alpha, beta, gamma, eps = params
+    x, relevance = x.contiguous(), relevance.contiguous()
+    o = z.contiguous() if rule == "gamma" else relevance  # the scale kernel reads a tensor here for every rule
     rows = x.shape[0] * groups
     inner_in = x[0].numel() // groups
     inner_out = relevance[0].numel() // groups

@@ -81,14 +81,12 @@ def signsplit_linear_stacked_triton(
     check_triton_inputs(x, weight, bias, z if rule == "gamma" else None, relevance)
     if x.numel() == 0:
         return torch.zeros_like(x)
-    x, relevance = x.contiguous(), relevance.contiguous()
-    o = z.contiguous() if rule == "gamma" else relevance
     # the pipeline of the convolution rules with a linear layer's GEMMs: [M, K] is [N, C] with no spatial dims
     return signsplit_stacked(
         x,
         weight,
         bias,
-        o,
+        z,
         relevance,
         rule,
         (alpha, beta, gamma, eps),
