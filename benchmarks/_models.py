@@ -9,6 +9,9 @@
   trained by ``benchmarks/train_sentiment_head.py`` on the VADER sentences; head weights in
   ``benchmarks/weights/minilm_vader_head.pt``. Inputs ``(input_ids, attention_mask)``, output 2 logits
   (0 negative, 1 positive).
+* ``load_sentiment_minilm_finetuned``: the same architecture with every weight fine-tuned on the same sentences by
+  ``benchmarks/train_sentiment_finetune.py`` (weights in the cache, ``sentiment_finetuned_weights()``: too large to
+  ship, the training script is the artefact).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ __all__ = [
     "load_fashion_vgg",
     "load_minilm_encoder",
     "load_sentiment_minilm",
+    "load_sentiment_minilm_finetuned",
+    "sentiment_finetuned_weights",
 ]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -130,3 +135,21 @@ def load_sentiment_minilm(path: Path = SENTIMENT_HEAD_WEIGHTS) -> tuple[object, 
     head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
     head.load_state_dict(state)
     return tokenizer, _frozen(SentimentMiniLM(encoder, head))
+
+
+def sentiment_finetuned_weights() -> Path:
+    """Where ``train_sentiment_finetune.py`` writes the fine-tuned model: ``<cache>/minilm_vader_finetuned.pt``."""
+    import _data  # the benchmark's cache folder (``$LRP_FX_CACHE`` or ``~/.cache/lrp_fx``)
+
+    return _data.cache_dir() / "minilm_vader_finetuned.pt"
+
+
+def load_sentiment_minilm_finetuned(path: Path | None = None) -> tuple[object, SentimentMiniLM]:
+    """``(tokenizer, model)``: the fine-tuned encoder and head (eval mode, parameters frozen)."""
+    path = path or sentiment_finetuned_weights()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; train it with `python benchmarks/train_sentiment_finetune.py`")
+    tokenizer, encoder = load_minilm_encoder()
+    model = SentimentMiniLM(encoder, nn.Linear(encoder.config.hidden_size, 2))
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return tokenizer, _frozen(model)

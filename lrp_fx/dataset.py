@@ -228,6 +228,9 @@ class _Dist:
 
     def close(self) -> None:
         if self.owned and torch.distributed.is_initialized():
+            # every rank reaches this point before any tears gloo down: a rank destroying the group while another
+            # still waits in its last collective aborts the other ("terminate called without an active exception")
+            torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 
 

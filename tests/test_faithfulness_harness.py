@@ -317,3 +317,23 @@ def test_qt_resource_reader_returns_every_file_with_its_path():
     assert _data.read_qt_resources(blob) == files
     with pytest.raises(ValueError, match="qres"):
         _data.read_qt_resources(b"RIFF" + blob[4:])
+
+
+def test_pooling_keeps_the_two_text_models_apart():
+    """The frozen-encoder and the fine-tuned text model share sentences and baselines but are different models."""
+    fb = _faithfulness_module()
+    text = {"baseline": "unk", "max_tokens": 40}
+    frozen = [_run(o, 2, {"lrp_fx x": [1.0, 2.0], "captum ig": [0.5, 0.5]}, **text) for o in (0, 2)]
+    tuned = _run(4, 2, {"lrp_fx x": [3.0, 4.0], "captum ig": [1.0, 1.0]}, **text)
+    for run in (*frozen, tuned):
+        run["model"] = "minilm_sentiment"
+    tuned["model"] = "minilm_sentiment_ft"
+    [pooled] = fb.pool_runs([*frozen, tuned])
+    assert pooled["model"] == "minilm_sentiment" and pooled["config"]["pooled"] == [[0, 2], [2, 2]]
+
+
+def test_missing_finetuned_text_model_names_its_training_script(tmp_path):
+    fb = _faithfulness_module()
+    with pytest.raises(FileNotFoundError, match="train_sentiment_finetune.py"):
+        fb._models.load_sentiment_minilm_finetuned(tmp_path / "absent.pt")
+    assert fb.VARIANTS["minilm_sentiment_ft"] == fb.VARIANTS["minilm_sentiment"]
