@@ -87,7 +87,11 @@ DOC = ROOT / "docs" / "faithfulness.md"
 IMAGES = ROOT / "docs" / "images"
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("efficientnet_lite0", "fashion_vgg", "minilm_sentiment", "minilm_sentiment_ft")
-TEXT_MODELS = ("minilm_sentiment", "minilm_sentiment_ft")
+#: The text models, each with its ``(tokenizer, model)`` loader: same architecture, sentences and baselines.
+TEXT_MODELS = {
+    "minilm_sentiment": _models.load_sentiment_minilm,
+    "minilm_sentiment_ft": _models.load_sentiment_minilm_finetuned,
+}
 CNN_PRESETS = _zennit.ZENNIT_PRESETS  # the CNN presets: Zennit has a composite of the same name for each
 TEXT_PRESETS = ("attnlrp", "cplrp", "epsilon")
 #: Extra lrp_fx rule-parameter variants per model (label suffix, preset, params), reported next to the presets.
@@ -374,12 +378,13 @@ def load_minilm(
     offset: int = 0,
     split: str = "test",
     min_tokens: int = 0,
-    finetuned: bool = False,
+    model_name: str = "minilm_sentiment",
 ) -> Bench:
     """VADER sentences of ``split`` (``test``; ``val``, the validation split, whose first 200 short sentences are a
     held-out set for choosing rule variants) with more than ``min_tokens`` and at most ``max_tokens`` tokens (with
-    [CLS]/[SEP]), ``offset .. offset + n - 1`` of them, padded to the longest (one lrp_fx program for all)."""
-    tokenizer, model = _models.load_sentiment_minilm_finetuned() if finetuned else _models.load_sentiment_minilm()
+    [CLS]/[SEP]), ``offset .. offset + n - 1`` of them, padded to the longest (one lrp_fx program for all), on the
+    text model ``model_name`` (a key of ``TEXT_MODELS``)."""
+    tokenizer, model = TEXT_MODELS[model_name]()
     test = _data.split_sentences(_data.load_vader_sentences())[split]
     fits = [s for s in test if min_tokens < len(tokenizer(s.text)["input_ids"]) <= max_tokens]
     chosen = fits[offset : offset + n]
@@ -422,7 +427,7 @@ def load_minilm(
     if split != "test":
         config["split"] = split
     bench = Bench(
-        "minilm_sentiment_ft" if finetuned else "minilm_sentiment",
+        model_name,
         model,
         [s.text for s in chosen],
         {"input_ids": ids, "attention_mask": mask},
@@ -453,7 +458,7 @@ def load_bench(
     if model == "fashion_vgg":
         return load_fashion(n, patch, baseline, offset)
     if model in TEXT_MODELS:
-        return load_minilm(n, baseline, max_tokens, offset, split, min_tokens, finetuned=model == "minilm_sentiment_ft")
+        return load_minilm(n, baseline, max_tokens, offset, split, min_tokens, model)
     raise ValueError(f"unknown model {model!r}")
 
 

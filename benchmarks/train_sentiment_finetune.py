@@ -5,7 +5,7 @@ faithfulness benchmark, ``_models.load_sentiment_minilm_finetuned``).
 
 Unlike ``train_sentiment_head.py`` (frozen encoder, linear probe) every encoder weight is trained, so the model is
 what a practitioner would deploy. The weights are too large to ship; this script is the artefact (the issue allows
-"the training script if fine-tuned"), seeded, about 10 min per epoch on 2 CPU cores.
+"the training script if fine-tuned"), seeded; the 2 epochs took 461 s on 2 CPU cores (test accuracy 0.8968).
 
 Same data and split as the head: the human-rated VADER sentences, ``|rating| >= 0.5``, label ``rating > 0``, the
 seeded 80/10/10 % split of ``_data.split_sentences``. Same architecture: encoder, mean pooling over the attention

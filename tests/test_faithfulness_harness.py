@@ -325,7 +325,7 @@ def test_pooling_keeps_the_two_text_models_apart():
     text = {"baseline": "unk", "max_tokens": 40}
     frozen = [_run(o, 2, {"lrp_fx x": [1.0, 2.0], "captum ig": [0.5, 0.5]}, **text) for o in (0, 2)]
     tuned = _run(4, 2, {"lrp_fx x": [3.0, 4.0], "captum ig": [1.0, 1.0]}, **text)
-    for run in (*frozen, tuned):
+    for run in frozen:
         run["model"] = "minilm_sentiment"
     tuned["model"] = "minilm_sentiment_ft"
     [pooled] = fb.pool_runs([*frozen, tuned])
