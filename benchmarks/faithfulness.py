@@ -266,6 +266,8 @@ CHOSEN: dict[tuple | str, str] = {
     # session 8, fixed in a commit before the run: the fine-tuned model's test sentences of more than 40 tokens (208)
     # flipped with [MASK], the cell where IG led; its [MASK] choice carried over (no long validation sentences tried)
     "minilm_sentiment_ft_mask_long": "lrp_fx attnlrp embedding sum epsilon=0.01",
+    # and then the same 208 long sentences flipped with [UNK], the choice carried over, fixed before the run
+    "minilm_sentiment_ft_unk_long": "lrp_fx attnlrp embedding sum epsilon=0.01",
 }
 DEFAULTS = {
     "efficientnet_lite0": {"n": None, "batch": 8, "patch": 16, "baselines": ["blur"], "ig_steps": 32, "sg_samples": 16},
