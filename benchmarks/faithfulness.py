@@ -198,8 +198,8 @@ VARIANTS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         ),
     ],
 }
-# the fine-tuned text model (session 7) is offered the same 26 lrp_fx methods, chosen among on the same held-out
-# validation sentences 0-199
+# the fine-tuned text model (session 7) is offered the same lrp_fx methods (26, then 29 from session 8), chosen among
+# on the same held-out validation sentences 0-199
 VARIANTS["minilm_sentiment_ft"] = VARIANTS["minilm_sentiment"]
 #: The lrp_fx method each summary row and paired table compares, per (model, baseline): chosen on held-out inputs
 #: (see VARIANTS), so the comparison does not pick the best of many methods on the reported inputs. Runs without an
@@ -263,11 +263,13 @@ CHOSEN: dict[tuple | str, str] = {
         ("minilm_sentiment", "mask", offset): "lrp_fx cplrp embedding sum epsilon=0.01 layernorm epsilon=0.001"
         for offset in (0, 800)
     },
-    # session 8, fixed in a commit before the run: the fine-tuned model's test sentences of more than 40 tokens (208)
-    # flipped with [MASK], the cell where IG led; its [MASK] choice carried over (no long validation sentences tried)
-    "minilm_sentiment_ft_mask_long": "lrp_fx attnlrp embedding sum epsilon=0.01",
-    # and then the same 208 long sentences flipped with [UNK], the choice carried over, fixed before the run
-    "minilm_sentiment_ft_unk_long": "lrp_fx attnlrp embedding sum epsilon=0.01",
+    # session 8, each fixed in a commit before its run: the fine-tuned model's test sentences of more than 40 tokens
+    # (208), flipped with [MASK] (the cell where IG led) and then with [UNK]; the choice carried over (no long
+    # validation sentences tried)
+    **{
+        f"minilm_sentiment_ft_{baseline}_long": "lrp_fx attnlrp embedding sum epsilon=0.01"
+        for baseline in ("mask", "unk")
+    },
 }
 DEFAULTS = {
     "efficientnet_lite0": {"n": None, "batch": 8, "patch": 16, "baselines": ["blur"], "ig_steps": 32, "sg_samples": 16},
