@@ -270,6 +270,10 @@ CHOSEN: dict[tuple | str, str] = {
         f"minilm_sentiment_ft_{baseline}_long": "lrp_fx attnlrp embedding sum epsilon=0.01"
         for baseline in ("mask", "unk")
     },
+    # session 9, fixed in a commit before the run: the frozen model's test sentences of more than 40 tokens (208)
+    # flipped with [MASK], the last model x token cell without long sentences; the frozen [MASK] choice of session 8
+    # carried over (it is also the frozen model's long-sentence [UNK] choice; no long validation sentences tried)
+    "minilm_sentiment_mask_long": "lrp_fx cplrp embedding sum epsilon=0.01 layernorm epsilon=0.001",
 }
 DEFAULTS = {
     "efficientnet_lite0": {"n": None, "batch": 8, "patch": 16, "baselines": ["blur"], "ig_steps": 32, "sg_samples": 16},
