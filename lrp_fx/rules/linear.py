@@ -1,4 +1,5 @@
-"""Rules for ops linear in their activation input: linear layers, convolutions, average pooling, sums and means.
+"""Rules for ops linear in their activation input: linear layers, convolutions, average pooling, sums and means,
+linear interpolation.
 
 One mechanism serves them all (Zennit's BasicHook idea, written as a pure function). A rule is a list of *groups*;
 group ``g`` has a weight ``w_g`` (alpha or -beta), an optional mask, and *terms* ``(x_t, W_t, b_t, sign_t)`` of
@@ -255,6 +256,27 @@ def average_pool(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
         if call.track:
             call.absorb(relevance - s * z)
     return call.first(r)
+
+
+# Linear interpolation (bilinear, with or without antialiasing; 1-d and 3-d where capture keeps them whole): each
+# output is a convex combination of input values (non-negative weights summing to one, for either ``align_corners``),
+# so these are sums with fixed weights and take the same rules as average pooling. ``nearest`` upsampling is exact
+# routing (``routing.py``), ``area`` captures as adaptive average pooling (above), ``bicubic`` (negative weights) and
+# ``nearest-exact`` decompose into index, multiply and add ops with their own rules.
+UPSAMPLE_OPS = [
+    aten.upsample_bilinear2d.vec,
+    aten.upsample_bilinear2d.default,
+    aten._upsample_bilinear2d_aa.vec,
+    aten._upsample_bilinear2d_aa.default,
+    aten.upsample_linear1d.vec,
+    aten.upsample_linear1d.default,
+    aten.upsample_trilinear3d.vec,
+    aten.upsample_trilinear3d.default,
+]
+
+# ``R_x = x * J^T (R / stab(z))`` with ``z`` the interpolated output (``Norm``/``Epsilon``); ``Flat``: ``J^T (R /
+# stab(J 1))``, which is ``J^T R`` (the weights of each output sum to one). Conservative up to the stabiliser.
+register_rule(UPSAMPLE_OPS, group="pool", accepts=(Norm, Epsilon, Flat), default=Norm())(average_pool)
 
 
 def _kernel_relevance(call: RuleCall, x: Tensor, w: Tensor, b: Tensor | None, relevance: Tensor) -> Tensor | None:

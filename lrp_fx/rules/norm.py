@@ -27,6 +27,8 @@ flows back to ``x`` through the ``sub`` and ``mean`` rules, conservatively.
 Group norm stays whole (``aten.native_group_norm``, met in the convolutional feature encoders of wav2vec 2.0 and
 HuBERT) and gets the layer-norm rules: statistics constant, then either epsilon on the per-channel affine part
 (``Pass``) or epsilon on the whole map made linear, centring included (``Epsilon``, the transformer presets).
+Instance norm without running statistics (``aten._native_batch_norm_legit.no_stats`` on the input viewed as
+``[1, N * C, ...]``) gets the same two rules, with statistics per sample and channel: what ``GroupNorm(C, C)`` gets.
 """
 
 from __future__ import annotations
@@ -137,6 +139,25 @@ def is_normaliser(node: fx.Node, dependent: set[fx.Node]) -> bool:
     return _root_of_statistic(node, dependent) and _scales_an_activation(node, dependent)
 
 
+def _own_statistics_norm(call: RuleCall, relevance: list, epsilon_rule) -> list[Tensor | None]:
+    """Group and instance norm: ``y = (x - mean) * rstd * gamma_c + beta_c`` with statistics of the input itself,
+    ``rstd`` constant. ``Pass``: the centring counts as element-wise, ``R_x = (y - beta) * R / stab(y)`` (eps 1e-6);
+    ``Epsilon``: ``R_x = epsilon_rule(call, R / stab(y), channels)``. ``beta`` absorbs the rest."""
+    r = relevance[0]
+    if r is None:
+        return call.assign({})
+    y = call.out(support_only=True)[0]
+    beta = call.arg(2)
+    channels = (1, -1) + (1,) * (y.dim() - 2)
+    if isinstance(call.rule, Epsilon):
+        r_x = epsilon_rule(call, r / stabilize(y, call.rule.epsilon), channels)
+    else:
+        r_x = (y if beta is None else y - beta.view(channels)) * (r / stabilize(y, 1e-6))
+    if call.track:
+        call.absorb(r - r_x)
+    return call.first(r_x)
+
+
 @register_rule(aten.native_group_norm.default, group="layernorm", accepts=(Pass, Epsilon), default=Pass())
 def group_norm(call: RuleCall, relevance: list) -> list[Tensor | None]:
     """``y = (x - mean_g) * rstd_g * gamma_c + beta_c`` (statistics per sample and group of channels), the statistics'
@@ -148,22 +169,38 @@ def group_norm(call: RuleCall, relevance: list) -> list[Tensor | None]:
       over each group's channels and positions.
 
     Both give ``sum R_x = sum (y - beta) * R / stab(y)``; ``beta`` absorbs the rest. Exact without ``beta``."""
-    r = relevance[0]
-    if r is None:
-        return call.assign({})
-    y = call.out(support_only=True)[0]
-    beta = call.arg(2)
-    channels = (1, -1) + (1,) * (y.dim() - 2)
-    if isinstance(call.rule, Epsilon):
-        x, gamma, groups = call.arg(0), call.arg(1), call.node.args[6]
-        v = r / stabilize(y, call.rule.epsilon)
-        v = v if gamma is None else v * gamma.view(channels)
-        n = x.shape[0]
-        v = v.reshape(n, groups, -1) * call.out(index=2).reshape(n, groups, 1)
-        r_x = x * (v - v.mean(-1, keepdim=True)).view(x.shape)
-    else:
-        s = r / stabilize(y, 1e-6)
-        r_x = (y if beta is None else y - beta.view(channels)) * s
-    if call.track:
-        call.absorb(r - r_x)
-    return call.first(r_x)
+    return _own_statistics_norm(call, relevance, _group_norm_epsilon)
+
+
+def _group_norm_epsilon(call: RuleCall, v: Tensor, channels: tuple[int, ...]) -> Tensor:
+    x, gamma, groups = call.arg(0), call.arg(1), call.node.args[6]
+    v = v if gamma is None else v * gamma.view(channels)
+    n = x.shape[0]
+    v = v.reshape(n, groups, -1) * call.out(index=2).reshape(n, groups, 1)
+    return x * (v - v.mean(-1, keepdim=True)).view(x.shape)
+
+
+@register_rule(aten._native_batch_norm_legit.no_stats, group="layernorm", accepts=(Pass, Epsilon), default=Pass())
+def instance_norm(call: RuleCall, relevance: list) -> list[Tensor | None]:
+    """Normalisation with statistics of the input itself, per channel ``c`` (dimension 1) over every other dimension:
+    ``y = (x - mean_c) * rstd_c * gamma_c + beta_c``. ``nn.InstanceNorm1d/2d/3d`` without running statistics captures
+    as this on the input viewed as ``[1, N * C, ...]`` (so the statistics are per sample and channel, and ``gamma``,
+    ``beta`` are repeated ``N`` times); a batch norm without running statistics as this on ``x`` itself. The
+    normaliser ``rstd_c`` is constant, as for layer and group norm (instance norm *is* group norm with one channel
+    per group, and gets the same relevance):
+
+    * ``Pass`` (the default): ``R_x = (y - beta) * R / stab(y)`` (eps 1e-6);
+    * ``Epsilon(eps)`` (the ``attnlrp``/``cplrp`` presets): ``v = gamma_c * rstd_c * R / stab(y)``,
+      ``R_x = x * (v - mean_c(v))``, the mean over the dimensions the statistics were taken over.
+
+    Both give ``sum R_x = sum (y - beta) * R / stab(y)``; ``beta`` absorbs the rest. Exact without ``beta``.
+    (With running statistics, eval mode captures ``_native_batch_norm_legit_no_training``: the batch-norm rule.)"""
+    return _own_statistics_norm(call, relevance, _instance_norm_epsilon)
+
+
+def _instance_norm_epsilon(call: RuleCall, v: Tensor, channels: tuple[int, ...]) -> Tensor:
+    x, gamma = call.arg(0), call.arg(1)
+    scale = call.out(index=2)  # rstd per channel
+    scale = scale if gamma is None else scale * gamma
+    v = v * scale.view(channels)
+    return x * (v - v.mean((0, *range(2, x.dim())), keepdim=True))

@@ -2,7 +2,12 @@
 
 These ops are linear in their activation input and only move (or copy) values, so their vector-Jacobian product is
 the exact relevance routing: every output position hands its relevance to the input position it came from, and a
-copied input (expand, repeat) collects the relevance of all its copies. One generic rule covers all of them.
+copied input (expand, repeat) collects the relevance of all its copies. One generic rule covers all of them, scatters
+(in-place slice assignment) included; ``copy`` has its own (it has no autograd formula).
+
+Maxima are winner-takes-all: max pooling (plain and adaptive) through the forward's indices; ``maximum``/``minimum``
+between tensors and ``amax``/``amin`` over dimensions to the operand or position that holds the max, ties split
+equally. All exactly conservative.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from torch import Tensor
 
 from .autodiff import vjp_multi
 from .base import Gradient, Route, WinnerTakesAll
-from .call import RuleCall
+from .call import RuleCall, sum_to
 from .registry import aten, register_rule
 
 ROUTING_OPS = [
@@ -65,6 +70,11 @@ ROUTING_OPS = [
     aten.tile.default,
     aten.upsample_nearest2d.vec,
     aten.upsample_nearest2d.default,
+    # in-place slice assignment (``y[:, 1:3] = x``, circular padding) after functionalisation: the scatters that
+    # write the assigned values back (scattered positions to the source, the rest to the base); ``copy`` below
+    aten.slice_scatter.default,
+    aten.select_scatter.default,
+    aten.diagonal_scatter.default,
 ]
 
 
@@ -129,6 +139,24 @@ def route(call: RuleCall, relevance) -> list[Tensor | None]:
     return out
 
 
+@register_rule(aten.copy.default, group="routing", accepts=(Route,), default=Route())
+def copy_into(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``y = copy(dst, src)``, the functional form of ``dst.copy_(src)`` (in-place slice assignment, circular
+    padding): ``y`` is ``src`` broadcast to ``dst``'s shape and cast to its dtype, ``dst``'s values are discarded.
+    ``R_src = sum_to(R)`` (the relevance of every position it was broadcast to), ``R_dst = 0``. Exactly conservative
+    (a constant ``src`` keeps ``R``, and a cast to a narrower dtype rounds it; both recorded as absorbed)."""
+    src = call.node.args[1]
+    if not call.is_activation(src):
+        if call.track:
+            call.absorb(relevance)
+        return call.assign({})
+    v = call.value(src)
+    r = sum_to(relevance, v.shape).to(v.dtype)
+    if call.track and r.dtype != relevance.dtype:
+        call.absorb(torch.as_tensor(_sum64(relevance) - _sum64(r)))
+    return call.assign({1: r})
+
+
 def gradient_fallback(call: RuleCall, relevance) -> list[Tensor | None]:
     """The declared fallback of permissive mode: the op's VJP applied to the relevance (not an LRP rule)."""
     return _routing_vjp(call, relevance)
@@ -162,3 +190,83 @@ def max_pool(call: RuleCall, relevance: list) -> list[Tensor | None]:
     dilation = dilation if dilation is not None else [1] * len(kernel)
     backward = MAX_POOLS[node.target]
     return call.first(backward(r, x, kernel, stride, padding, dilation, bool(ceil), indices))
+
+
+ADAPTIVE_MAX_POOLS = {
+    aten.adaptive_max_pool2d.default: aten.adaptive_max_pool2d_backward.default,
+    aten.adaptive_max_pool3d.default: aten.adaptive_max_pool3d_backward.default,
+}
+
+
+@register_rule(list(ADAPTIVE_MAX_POOLS), group="maxpool", accepts=(WinnerTakesAll, Gradient), default=WinnerTakesAll())
+def adaptive_max_pool(call: RuleCall, relevance: list) -> list[Tensor | None]:
+    """``adaptive_max_pool1d/2d/3d`` (1d captures as 2d on an unsqueezed input): winner takes all, as ``max_pool``,
+    through the indices kept from the forward pass. An input that wins several (overlapping) windows collects the
+    relevance of each. Exactly conservative."""
+    r = relevance[0]
+    if r is None:
+        return call.first(None)
+    x = call.arg(0)
+    indices = call.out(index=1)
+    return call.first(ADAPTIVE_MAX_POOLS[call.node.target](r, x, indices))
+
+
+# Winner takes all between operands or over dimensions. Where several candidates tie for the max, each gets an equal
+# share (what the op's gradient does too); a position that no candidate equals (a NaN output) passes nothing on.
+ELEMENTWISE_MAX = [
+    aten.maximum.default,
+    aten.minimum.default,
+    aten.fmax.default,
+    aten.fmin.default,
+    aten.max.other,
+    aten.min.other,
+]
+
+
+@register_rule(ELEMENTWISE_MAX, group="maxpool", accepts=(WinnerTakesAll, Gradient), default=WinnerTakesAll())
+def elementwise_max(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``y = maximum(a, b)`` (``minimum``, ``fmax``, ``fmin``): ``t_a = [a == y]``, ``t_b = [b == y]``,
+    ``R_a = t_a R / (t_a + t_b)``, ``R_b = t_b R / (t_a + t_b)`` (broadcasts summed back): the winner takes all,
+    a tie is split equally. A constant operand keeps the relevance of the positions it wins (recorded as absorbed).
+    Exactly conservative."""
+    if isinstance(call.rule, Gradient):
+        return _routing_vjp(call, relevance)
+    node = call.node
+    y = call.out()
+    wins = [(call.value(a) == y).to(relevance.dtype) for a in node.args[:2]]
+    share = relevance / (wins[0] + wins[1]).clamp(min=1)
+    shares: dict[int, Tensor] = {}
+    kept = None
+    for i, a in enumerate(node.args[:2]):
+        if call.is_activation(a):
+            shares[i] = sum_to(wins[i] * share, call.value(a).shape)
+            kept = shares[i].sum() if kept is None else kept + shares[i].sum()
+    if call.track:
+        call.absorb(relevance.sum() - (kept if kept is not None else 0.0))
+    return call.assign(shares)
+
+
+REDUCED_MAX = [aten.amax.default, aten.amin.default, aten.max.default, aten.min.default]
+
+
+@register_rule(REDUCED_MAX, group="maxpool", accepts=(WinnerTakesAll, Gradient), default=WinnerTakesAll())
+def reduced_max(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``y = amax(x, dims, keepdim)`` (``amin``; ``max()``/``min()`` over everything): ``t = [x == y]`` (``y``
+    broadcast back over ``dims``), ``R_x = t * R / sum_dims(t)``: the relevance of each output goes to the position
+    that holds the max, split equally between ties. Exactly conservative. (``max.dim``, which also returns indices,
+    is routed in ``misc.py``.)"""
+    if isinstance(call.rule, Gradient):
+        return _routing_vjp(call, relevance)
+    node = call.node
+    x = call.arg(0)
+    if x.dim() == 0:
+        return call.first(relevance)
+    if node.target in (aten.max.default, aten.min.default):
+        dims: Any = []
+    else:
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", [])
+    dims = [d % x.dim() for d in ([dims] if isinstance(dims, int) else dims)] or list(range(x.dim()))
+    kept_shape = [1 if d in dims else n for d, n in enumerate(x.shape)]
+    wins = (x == call.out().reshape(kept_shape)).to(relevance.dtype)
+    ties = wins.sum(dims, keepdim=True).clamp(min=1)
+    return call.first(wins * (relevance.reshape(kept_shape) / ties))

@@ -78,3 +78,16 @@ def reference(rule: str, x, M, b, R, *, M_pos=None, M_neg=None, gamma=0.25, alph
         z = c.sum(-1) + b - bp - bn
         return (c * (R / stab(z))[..., None]).sum(1)
     raise ValueError(rule)
+
+
+def attribute_with(model, x, R, composite="epsilon", **kw):
+    """``lrp_fx.attribute`` with the output relevance ``R`` given as the target."""
+    import lrp_fx
+
+    return lrp_fx.attribute(model, x, target=R, composite=composite, **kw)
+
+
+def relevance_total(res):
+    """Input relevance (over every input) plus everything absorbed: equals the seed's sum when the books close."""
+    rel = res.relevance if isinstance(res.relevance, torch.Tensor) else sum(r.sum() for r in res.relevance)
+    return rel.sum() + sum(res.absorbed.values())
