@@ -2,8 +2,9 @@
 
 Subcommands are registered in :data:`COMMANDS` (name -> :class:`Command`): each has a help line, a function adding
 its arguments to its sub-parser and a function running it (``args -> exit code``). All of them share ``--debug``.
-``main`` turns every error into one line on stderr and exit code 2 (usage errors included), unless ``--debug``
-asks for the traceback. Heavy imports (the model, matplotlib) happen inside the run functions.
+``main`` turns every error into one line on stderr and exit code 2 (usage errors included); ``--debug`` prints the
+traceback before that line, with the same exit code. Heavy imports (the model, matplotlib) happen inside the run
+functions.
 
 Commands: ``demo`` (the bundled model on a bundled photo), ``explain`` (any model on image files or texts),
 ``coverage`` (which aten ops of a model have rules; exit code 1 if a live node has none).
@@ -16,6 +17,7 @@ import ast
 import json
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -743,7 +745,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         if args.debug:
-            raise
+            # the traceback, but the same exit code: `coverage` uses 1 for "a rule is missing", so a failed run must
+            # stay distinguishable from it with --debug too
+            traceback.print_exc()
         print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +67,30 @@ def is_hf_folder(spec: str | Path) -> bool:
     return (Path(spec).expanduser() / "config.json").is_file()
 
 
+def _import_module(module_name: str, spec: str) -> Any:
+    """Import ``module_name``, also from the current folder as ``python -m`` would.
+
+    The ``lrp-fx`` console script, unlike ``python -m lrp_fx``, does not put the current folder on ``sys.path``, so a
+    package next to the user (``mypkg/models.py``) would not import; the folder is appended (installed packages of the
+    same name still win) only when the plain import fails for the spec's own top-level package."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        top = module_name.split(".")[0]
+        cwd = os.getcwd()
+        if exc.name != top or cwd in sys.path or "" in sys.path or not _importable_from(cwd, top):
+            raise LoadError(f"cannot import {module_name!r} from model spec {spec!r}: {exc}") from exc
+    sys.path.append(cwd)  # kept: the user's package may import its own submodules later
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise LoadError(f"cannot import {module_name!r} from model spec {spec!r}: {exc}") from exc
+
+
+def _importable_from(folder: str, top: str) -> bool:
+    return (Path(folder) / top).is_dir() or (Path(folder) / f"{top}.py").is_file()
+
+
 def _factory(spec: str) -> Any:
     """The callable named by ``module:attr`` or ``file.py:attr`` (``attr`` may be dotted)."""
     module_name, _, attr = spec.rpartition(":")
@@ -78,10 +104,7 @@ def _factory(spec: str) -> Any:
         module = importlib.util.module_from_spec(mod_spec)
         mod_spec.loader.exec_module(module)
     else:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            raise LoadError(f"cannot import {module_name!r} from model spec {spec!r}: {exc}") from exc
+        module = _import_module(module_name, spec)
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):

@@ -155,13 +155,19 @@ def test_lrp_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
     lines = _error_lines(capsys)
     assert len(lines) == 1, lines
     assert "RuntimeError: no rule for aten.frobnicate second line" in lines[0] and "--debug" in lines[0]
-    with pytest.raises(RuntimeError, match="frobnicate"):
-        cli.main(["demo", "--debug", "--out", str(tmp_path / "x.png")])
+    assert cli.main(["demo", "--debug", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "frobnicate" in err
 
 
-def test_debug_reraises(tmp_path):
-    with pytest.raises(cli.CLIError, match="no_such_preset"):
-        cli.main(["demo", "--debug", "--composite", "no_such_preset"])
+def test_debug_prints_traceback_and_keeps_exit_code_2(capsys):
+    # exit code 1 means "a rule is missing" for `coverage`, so --debug must not turn an error into Python's 1
+    assert cli.main(["demo", "--debug", "--composite", "no_such_preset"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "CLIError" in err
+    assert err.rstrip().splitlines()[-1].startswith("lrp-fx demo: error:") and "no_such_preset" in err
+    assert cli.main(["coverage", "resnet99", "--debug"]) == 2
+    assert "LoadError" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -413,8 +419,32 @@ def test_explain_unsupported_op_is_one_line(cumsum_spec, tmp_path, capsys):
     (line,) = _error_lines(capsys)
     assert "MissingRuleError" in line and "aten.cumsum" in line and "cumsum_model.py" in line
     assert "lrp-fx coverage" in line and "register_rule" not in line  # no code sample squeezed onto one line
-    with pytest.raises(lrp_fx_errors().MissingRuleError):
-        cli.main([*argv, "--debug"])
+    assert cli.main([*argv, "--debug"]) == 2
+    assert "MissingRuleError" in capsys.readouterr().err
+
+
+def test_explain_imports_a_package_from_the_current_folder(tmp_path, monkeypatch, capsys):
+    """``lrp-fx explain mypkg.models:build`` finds ``mypkg/`` in the working folder, as ``python -m lrp_fx`` would,
+    although the console script does not put that folder on ``sys.path``."""
+    pkg = tmp_path / "lrpfx_cwd_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    example = TINY.rpartition(":")[0]
+    (pkg / "models.py").write_text(
+        f"import importlib.util\nspec = importlib.util.spec_from_file_location('ex', {example!r})\n"
+        "ex = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(ex)\nbuild = ex.build_model\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "lrpfx_cwd_pkg", raising=False)
+    monkeypatch.delitem(sys.modules, "lrpfx_cwd_pkg.models", raising=False)
+    rc = cli.main(["explain", "lrpfx_cwd_pkg.models:build", "chelsea", "--size", "16", "--out", "out"])
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "chelsea_lrp.png").is_file()
+    assert sys.path[-1] == str(tmp_path)
+    # a missing module in the current folder is still the one-line import error
+    assert cli.main(["explain", "lrpfx_no_such_pkg.models:build", "chelsea"]) == 2
+    assert "cannot import 'lrpfx_no_such_pkg.models'" in _error_lines(capsys)[0]
 
 
 def test_text_model_errors(tmp_path, capsys):
@@ -424,12 +454,6 @@ def test_text_model_errors(tmp_path, capsys):
     assert "give texts with --text" in _error_lines(capsys)[0]
     assert cli.main(["explain", "--hf-model", str(tmp_path), "--text", "x"]) == 2
     assert "no config.json" in _error_lines(capsys)[0]
-
-
-def lrp_fx_errors():
-    from lrp_fx import errors
-
-    return errors
 
 
 def lrp_fx_api():
