@@ -6,7 +6,7 @@ Pipeline: capture -> canonicalize -> rules (composite) -> promise planning -> em
 from . import rules
 from .api import CACHE, Attribution, attribute
 from .backend import backend
-from .composites import PRESETS, Composite, preset
+from .composites import PRESETS, Composite, UnmatchedOverrideWarning, preset
 from .dataset import DatasetAttribution, attribute_dataset, load_relevance
 from .errors import CaptureError, InputError, LRPError, MissingRuleError, RuleError, TargetError
 from .export import export
@@ -26,6 +26,7 @@ __all__ = [
     "PromiseStats",
     "RuleError",
     "TargetError",
+    "UnmatchedOverrideWarning",
     "attribute",
     "attribute_dataset",
     "backend",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dis
+import types
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,12 +16,13 @@ from torch.utils import _pytree as pytree
 
 from .canonicalize import canonicalize
 from .capture import OutputSelector, capture
-from .composites import Composite, resolve
+from .composites import Composite, resolve, warn_unmatched_overrides
 from .errors import InputError, TargetError
 from .prepare import prepare, token_inputs
 from .program import AttributionProgram, Options, ProgramBuilder, feed
 from .promises import PromiseStats
 from .rules.base import Rule
+from .rules.registry import registry_version
 
 Target = int | Sequence[int] | Tensor | Callable[[Tensor], Tensor] | None
 
@@ -46,14 +50,35 @@ class Attribution:
 
 
 class _Cache:
-    """Programs per model (weakly held) and per call signature. ``builds`` counts captures, for tests."""
+    """Programs per model (weakly held) and per call signature: the ``max_programs`` (default 16) most recently used
+    ones per model (least recently used evicted first). ``builds`` counts captures, for tests. ``clear()`` forgets
+    every program: the way to force a rebuild after a change the key does not see (see ``_model_key``)."""
 
-    def __init__(self) -> None:
-        self.by_model: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
+    def __init__(self, max_programs: int = 16) -> None:
+        self.by_model: weakref.WeakKeyDictionary[nn.Module, OrderedDict] = weakref.WeakKeyDictionary()
         self.builds = 0
+        self.max_programs = max_programs
 
     def clear(self) -> None:
         self.by_model = weakref.WeakKeyDictionary()
+
+    def get(self, model: nn.Module, key: Any) -> AttributionProgram | None:
+        programs = self.by_model.get(model)
+        program = None if programs is None else programs.get(key)
+        if program is not None:
+            programs.move_to_end(key)
+        return program
+
+    def put(self, model: nn.Module, key: Any, program: AttributionProgram) -> OrderedDict:
+        """Store ``program``, evict the least recently used ones beyond ``max_programs``; the model's programs."""
+        programs = self.by_model.get(model)
+        if programs is None:
+            programs = self.by_model[model] = OrderedDict()
+        programs[key] = program
+        programs.move_to_end(key)
+        while len(programs) > max(1, self.max_programs):
+            programs.popitem(last=False)
+        return programs
 
 
 CACHE = _Cache()
@@ -63,7 +88,10 @@ def _signature(leaves: list[Any], in_spec: Any) -> tuple:
     parts = []
     for leaf in leaves:
         if isinstance(leaf, Tensor):
-            parts.append(("T", tuple(leaf.shape), leaf.dtype, leaf.device.type, leaf.device.index))
+            # strides too (those of size-1 dimensions mean nothing): a program traced on contiguous inputs turns
+            # reshapes into views that fail on, e.g., channels-last inputs of the same shape
+            strides = tuple(st if sz > 1 else 0 for st, sz in zip(leaf.stride(), leaf.shape))
+            parts.append(("T", tuple(leaf.shape), strides, leaf.dtype, leaf.device.type, leaf.device.index))
         else:
             parts.append(("C", repr(leaf)))
     return (str(in_spec), tuple(parts))
@@ -102,11 +130,19 @@ def _make_seed(target: Target, output: Tensor | None, shape: tuple[int, ...], dt
                 f"a tensor target is the output relevance and must have the output's shape "
                 f"{tuple(shape)}, got {tuple(target.shape)}"
             )
-        return target.to(dtype=dtype, device=device)
+        # a copy: where every rule passes relevance through, the relevance would otherwise be the caller's tensor
+        return target.to(dtype=dtype, device=device, copy=True)
     if len(shape) < 1:
         raise TargetError("a class-index target needs an output with a class dimension; pass a tensor or callable")
     classes = shape[-1]
-    idx = torch.as_tensor(target, device=device)
+    try:
+        idx = torch.as_tensor(target, device=device)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TargetError(
+            f"cannot use target={target!r}: expected None (the predicted class), a class index, one class index per "
+            "sample (list, array or integer tensor), the output relevance as a floating tensor of the output's "
+            "shape, or a callable output -> relevance"
+        ) from exc
     if idx.is_floating_point() or idx.dtype == torch.bool:
         raise TargetError(f"class targets must be integers, got dtype {idx.dtype}")
     batch = shape[0] if len(shape) > 1 else 1
@@ -157,14 +193,15 @@ def attribute(
             receive relevance; integer token ids feeding an ``nn.Embedding`` receive per-token
             relevance (the embedding's relevance summed over the hidden size); masks receive none.
         target: what to explain, seeding the output relevance ``R``:
-            ``None``: each sample's predicted class (argmax), ``R = onehot * output``;
+            ``None``: each sample's predicted class (argmax) of a ``[batch, classes]`` output,
+            ``R = onehot * output`` (other output shapes need a tensor or callable target, or ``output=``);
             an ``int`` or one index per sample: ``R = onehot(target) * output`` (the explained logit's value, so
             relevance sums to the logit up to absorbed bias shares);
             a floating tensor of the output's shape: used as ``R`` as given (e.g. a plain one-hot, Zennit's
             convention);
             a callable ``f(output) -> R``, traced into the program once per model and input signature and reused
-            while the callable lives: it must compute ``R`` from the output alone (per-sample weights go in a
-            tensor target).
+            while the callable lives: it must return a floating tensor of the output's shape computed from the
+            output alone (per-sample weights go in a tensor target).
         composite: a preset name (``epsilon``, ``epsilon_plus``, ``epsilon_plus_flat``, ``epsilon_gamma_box``,
             ``epsilon_alpha2_beta1``, ``epsilon_alpha2_beta1_flat``) or a ``Composite``.
         output: which output to explain for models returning tuples, dicts or ``ModelOutput`` (key, index or
@@ -206,11 +243,15 @@ def attribute(
         reuse_weights=reuse_weights,
     )
     sig = (_signature(leaves, in_spec), comp.key(), options, _selector_key(output), _callable_key(target))
-    per_model = CACHE.by_model.setdefault(model, {})
-    program = per_model.get(sig)
+    sig += (_model_key(model), registry_version())  # what the program was built from besides the call
+    program = CACHE.get(model, sig)
     if program is None:
+        warn_unmatched_overrides(comp, model)
         program = _build(model, args, kwargs, leaves, float_inputs, comp, options, output, target)
-        per_model[sig] = program
+        # keyed on the state after the capture, which ran forward: a forward that sets attributes (a call counter,
+        # a cached tensor) would otherwise miss the cache on every call
+        CACHE.put(model, sig[:-2] + (_model_key(model), registry_version()), program)
+    per_model = CACHE.by_model.get(model) or {}
     shape = program.output_shape
     ref = leaves[program.float_inputs[0]]
     dtype = ref.dtype if ref.is_floating_point() else _seed_dtype(program)  # token ids only: the output's dtype
@@ -231,7 +272,7 @@ def attribute(
     relevance = (
         rel_args[0]
         if isinstance(inputs, Tensor)
-        else (rel_kwargs if isinstance(inputs, Mapping) else type(inputs)(rel_args))
+        else (rel_kwargs if isinstance(inputs, Mapping) else _same_sequence_type(inputs, rel_args))
     )
     out = result["output"]
     return Attribution(
@@ -247,15 +288,175 @@ def attribute(
     )
 
 
-# A callable (output selector, target) is part of the program's cache key as the object itself, not its id(): the
-# key keeps it alive, so a later callable cannot reuse the id of a collected one and hit a program traced with the
-# old one.
+# A callable (output selector, target) is part of the program's cache key. A plain function whose behaviour is fixed
+# by values is keyed by those values (``_function_key``), so that ``lambda o: o.logits[:, -1]`` written in a loop, a
+# new function object each time, reuses one program. Any other callable is keyed as the object itself, not its id():
+# the key keeps it alive, so a later callable cannot reuse the id of a collected one and hit a program traced with
+# the old one.
 def _selector_key(output: OutputSelector) -> Any:
-    return ("callable", output) if callable(output) else output
+    return ("callable", _function_key(output)) if callable(output) else output
 
 
 def _callable_key(target: Target) -> Any:
-    return target if callable(target) and not isinstance(target, Tensor) else None
+    return _function_key(target) if callable(target) and not isinstance(target, Tensor) else None
+
+
+_VALUE_TYPES = frozenset({int, float, bool, complex, str, bytes, type(None), torch.dtype, torch.device})
+_GLOBAL_NAMES: dict[types.CodeType, tuple[str, ...]] = {}
+
+
+def _global_names(code: types.CodeType) -> tuple[str, ...]:
+    """The global (or builtin) names ``code`` and the code nested in it (comprehensions, inner lambdas) load."""
+    names = _GLOBAL_NAMES.get(code)
+    if names is None:
+        found = {i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                found.update(_global_names(const))
+        names = tuple(sorted(n for n in found if isinstance(n, str)))
+        if len(_GLOBAL_NAMES) > 1024:
+            _GLOBAL_NAMES.clear()
+        _GLOBAL_NAMES[code] = names
+    return names
+
+
+class _Opaque(Exception):
+    """A value a function depends on that cannot be keyed by value."""
+
+
+def _value_key(v: Any, depth: int) -> Any:
+    """``v`` as a key that is equal exactly when the value is the same (the type too: ``1``, ``1.0`` and ``True``
+    differ); objects whose behaviour is fixed (modules, builtins, classes) by identity; functions recursively."""
+    t = type(v)
+    if t in _VALUE_TYPES:
+        return (t, v)
+    if t is tuple or t is frozenset:
+        return (t, tuple(_value_key(e, depth) for e in (v if t is tuple else sorted(v, key=repr))))
+    if isinstance(v, (types.ModuleType, types.BuiltinFunctionType, type)):
+        return ("object", v)  # compared by identity; held, so its id cannot be reused
+    if isinstance(v, types.FunctionType) and depth < 4:
+        return _function_values(v, depth + 1)
+    raise _Opaque
+
+
+def _function_values(fn: types.FunctionType, depth: int) -> tuple:
+    """The code of ``fn`` and every value its result can depend on besides its arguments: closure cells, defaults,
+    and the globals and builtins it loads."""
+    cells = tuple(_value_key(c.cell_contents, depth) for c in fn.__closure__ or ())  # empty cell: ValueError
+    defaults = tuple(_value_key(d, depth) for d in fn.__defaults__ or ())
+    kwdefaults = tuple((k, _value_key(d, depth)) for k, d in sorted((fn.__kwdefaults__ or {}).items()))
+    builtins = fn.__builtins__ if isinstance(fn.__builtins__, dict) else vars(fn.__builtins__)
+    loaded = []
+    for name in _global_names(fn.__code__):
+        if name in fn.__globals__:
+            loaded.append((name, _value_key(fn.__globals__[name], depth)))
+        elif name in builtins:
+            loaded.append((name, _value_key(builtins[name], depth)))
+        else:
+            loaded.append((name, None))  # not defined (yet): an attribute name, or an error at trace time
+    return ("function", fn.__code__, cells, defaults, kwdefaults, tuple(loaded))
+
+
+class _Held:
+    """An object held by a cache key without taking part in its comparison."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Held)
+
+    def __hash__(self) -> int:
+        return 0
+
+
+class _Ident:
+    """A tensor in a cache key by identity; held, so that no new tensor takes its id while the key is stored."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Ident) and other.obj is self.obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+
+def _function_key(fn: Any) -> Any:
+    """A plain function keyed by ``_function_values`` (equivalent functions share a program; the stored key holds the
+    one traced); any other callable, or a function that depends on a value that cannot be keyed by value (a tensor,
+    a list, an object), by itself."""
+    if isinstance(fn, types.FunctionType):
+        try:
+            return (_function_values(fn, 0), _Held(fn))
+        except (_Opaque, ValueError, TypeError):
+            pass
+    return ("object", fn)
+
+
+def _model_key(model: nn.Module) -> tuple:
+    """What a program captured from ``model`` besides the parameters and persistent buffers it reads by name on every
+    call (and whose in-place updates ``WeightCache`` sees): for each module, in a walk of the module tree, its type,
+    its children (name and identity), its parameters' and buffers' names, shapes and dtypes, the identity of its
+    non-persistent buffers and tensor attributes (captured as constants), its plain Python attributes by value
+    (numbers, strings, ``None``, dtypes, devices and tuples of those; not ``training``: programs run in eval mode),
+    and its forward hooks. Not seen: values in containers (lists, dicts, config objects) or class attributes,
+    globals read in forward, and in-place writes through ``.data`` to a few elements of a hoisted weight
+    (``lrp_fx.hoist``); ``lrp_fx.CACHE.clear()`` forces a rebuild."""
+    key: list[Any] = []
+    stack, seen = [model], {id(model)}
+    while stack:
+        module = stack.pop()
+        attrs = vars(module)
+        key.append(type(module))
+        non_persistent = attrs.get("_non_persistent_buffers_set", ())
+        for name, v in attrs.items():
+            t = type(v)
+            if t in _VALUE_TYPES:
+                if name != "training":
+                    key += (name, t, v)
+            elif isinstance(v, Tensor):
+                key += (name, _Ident(v))
+            elif t is tuple:
+                if all(type(e) in _VALUE_TYPES for e in v):
+                    key += (name, v)
+            elif name == "_modules":
+                for child_name, child in v.items():
+                    # a weak reference, not the id: a new module can take a collected one's id (the program does
+                    # not hold the modules), but a dead reference equals no other
+                    key += (child_name, None if child is None else weakref.ref(child))
+                    if child is not None and id(child) not in seen:
+                        seen.add(id(child))
+                        stack.append(child)
+            elif name == "_parameters":
+                for p_name, p in v.items():
+                    key += (p_name, None) if p is None else (p_name, p.shape, p.dtype)
+            elif name == "_buffers":
+                for b_name, b in v.items():
+                    if b is None:
+                        key += (b_name, None)
+                    elif b_name in non_persistent:
+                        key += (b_name, _Ident(b))
+                    else:
+                        key += (b_name, b.shape, b.dtype)
+            elif (name == "_forward_hooks" or name == "_forward_pre_hooks") and v:
+                key += (name, tuple(v))
+    return tuple(key)
+
+
+def _same_sequence_type(inputs: Sequence[Any], items: Sequence[Any]) -> Any:
+    """``items`` in the container type of ``inputs`` (a namedtuple takes them as separate arguments)."""
+    if isinstance(inputs, tuple) and hasattr(type(inputs), "_fields"):
+        return type(inputs)(*items)
+    try:
+        return type(inputs)(items)
+    except TypeError:  # a sequence type that cannot be built from an iterable
+        return tuple(items)
 
 
 def _may_have_tokens(model: nn.Module, leaves: list[Any]) -> bool:

@@ -56,6 +56,7 @@ from .errors import RuleError
 from .export import SizeCarrier, build_program, capture_dynamic, fold_broadcast_bmm
 from .hoist import WeightCache, hoist_weights
 from .program import AttributionProgram, Options
+from .rules.registry import registry_version
 
 __all__ = ["GraphBreakWarning", "LRPBackend", "SplitProgram", "backend", "lrp_backend", "split_program"]
 
@@ -191,6 +192,17 @@ class _Entry:
         self._lock = threading.Lock()
         self._weights_lock = threading.Lock()
         captured = program.captured
+        # The model's in-place updates of its buffers (and inputs): the capture lists their new values among its
+        # outputs, the program drops them. A graph computing them alone runs after each call and its values are
+        # written back, as the model itself (and Dynamo's own backends) would do.
+        self.mutations = list(captured.mutations)
+        self.mutated = {
+            i for i, src in enumerate(captured.sources) if any(_same_source(src, m) for _, m in self.mutations)
+        }
+        self.updates = None
+        if self.mutations:
+            outs = next(n for n in captured.graph.nodes if n.op == "output").args[0]
+            self.updates = _outputs_only(captured.gm, [outs[pos] for pos, _ in self.mutations])
         self.checks: list[tuple[int, int, Any]] = []
         self.kinds: dict[int, tuple[torch.dtype, int]] = {}
         self.shape_env = None
@@ -404,8 +416,15 @@ class _Region:
         self.out_nodes = outs
         self.float_out = []
         self.aux_out = []
+        # outputs that are a lifted buffer itself (``self.calls += 1`` returns it, and Dynamo assigns it back to the
+        # attribute): returned as that very tensor, updated in place, never explained
+        self.state_out: dict[int, int] = {}
         for k, o in enumerate(outs):
             val = _example(o) if isinstance(o, fx.Node) else o
+            state = [i for i in self.state if isinstance(val, Tensor) and _example(phs[i]) is val]
+            if state:
+                self.state_out[k] = state[0]
+                continue
             (self.float_out if isinstance(val, Tensor) and val.is_floating_point() else self.aux_out).append(k)
         self.placeholders = phs
         self.capture_gm = _unwrap_scalars(gm, [phs[i] for i in self.scalars]) if self.scalars else gm
@@ -423,7 +442,8 @@ class _Region:
 
     def _entry(self, args: list[Any]) -> _Entry | None:
         user = [args[i] for i in self.user]
-        fixed = tuple(args[i] for i in self.fixed) + tuple(args[i].item() for i in self.scalars)
+        # the rule registry's version too: a rule registered or replaced after the build applies at the next call
+        fixed = tuple(args[i] for i in self.fixed) + tuple(args[i].item() for i in self.scalars) + (registry_version(),)
         for built_for, entry in self.entries:
             if built_for == fixed and entry.matches(user):
                 return entry
@@ -461,6 +481,28 @@ class _Region:
             dims = {d for d in dims if t.shape[d] >= 2}  # a size-1 example would be specialised anyway
             specs.append({d: torch.export.Dim.AUTO for d in sorted(dims)} or None)
         return (tuple(specs), {})
+
+    def update(self, entry: _Entry, args: tuple, values: list[Any]) -> None:
+        """Apply the graph's in-place updates of buffers (and inputs), computed from the program's inputs."""
+        targets = []
+        for _, src in entry.mutations:
+            m = re.fullmatch(r"state_(\d+)", src.name or "")
+            if src.kind == "input":
+                target = args[self.user[src.index]]
+            elif m:
+                target = args[self.state[int(m.group(1))]]
+            else:
+                target = (self.module.get_parameter if src.kind == "param" else self.module.get_buffer)(src.name)
+            if target.requires_grad and src.kind == "input":
+                raise RuleError(
+                    "torch.compile(backend='lrp'): the model updates an input that requires grad in place; "
+                    "relevance cannot flow through that update. Update a copy (x = x.clone()) in the model instead"
+                )
+            targets.append(target)
+        with torch.no_grad():
+            new = entry.updates(*values[: len(entry.program.captured.sources)])
+            for target, value in zip(targets, new):
+                target.copy_(value)
 
     def getters(self, entry: _Entry) -> list[tuple[str, Any]]:
         got = self._getters.get(id(entry))
@@ -511,6 +553,8 @@ class _Region:
         if entry is None:
             return self.gm(*args)
         outs = _LRPFunction.apply((self, entry), *args)
+        if self.state_out:
+            outs = tuple(args[self.state_out[k]] if k in self.state_out else o for k, o in enumerate(outs))
         for k in self.float_out:
             outs[k]._lrp_fx_region = True
         return outs[0] if self.single_output else outs
@@ -558,6 +602,12 @@ class _Region:
         return shapes
 
 
+def _same_source(a: Any, b: Any) -> bool:
+    if a.kind == "input" or b.kind == "input":
+        return a.kind == b.kind and a.index == b.index
+    return a.kind in ("param", "buffer") and a.kind == b.kind and a.name == b.name
+
+
 def _outputs_only(gm: fx.GraphModule, nodes: list[fx.Node]) -> fx.GraphModule:
     g = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
@@ -581,7 +631,8 @@ class _LRPFunction(torch.autograd.Function):
         if want:
             res = entry.part("forward")(*values)
             out, computed = res[0], list(res[1 : 1 + entry.split.n_saved])
-            inputs = [values[i] for i in entry.split.saved_inputs]
+            # a saved input the model updates in place (below) is saved as it was: the relevance pass reads it
+            inputs = [values[i].clone() if i in entry.mutated else values[i] for i in entry.split.saved_inputs]
             saved = computed + inputs
             tensors = [v for v in saved if isinstance(v, Tensor)]
             ctx.layout = [isinstance(v, Tensor) for v in saved]
@@ -589,6 +640,8 @@ class _LRPFunction(torch.autograd.Function):
             ctx.save_for_backward(*tensors)
         else:
             out = entry.part("inference")(*values)[0]
+        if entry.mutations:
+            region.update(entry, args, values)
         ctx.want = want
         ctx.call = call
         outs = region.unpack(out, args)
@@ -771,7 +824,7 @@ class LRPBackend:
         )
         self.captures += 1
         _module_names(captured)
-        key = (_graph_key(captured), comp.key(), self.options)
+        key = (_graph_key(captured), comp.key(), self.options, registry_version())
         for entry in self._programs.get(key, []):
             if entry.matches(user):
                 return entry

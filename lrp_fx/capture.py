@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -51,6 +51,18 @@ class _Selected(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         return select_output(self.model(*args, **kwargs), self.select)
+
+
+class _SelectedFlat(_Selected):
+    """``_Selected`` called with the input leaves of ``model(*args, **kwargs)`` as positional arguments."""
+
+    def __init__(self, model: nn.Module, select: OutputSelector, in_spec: Any) -> None:
+        super().__init__(model, select)
+        self.in_spec = in_spec
+
+    def forward(self, *leaves: Any) -> torch.Tensor:
+        args, kwargs = pytree.tree_unflatten(list(leaves), self.in_spec)
+        return super().forward(*args, **kwargs)
 
 
 def select_output(out: Any, select: OutputSelector) -> torch.Tensor:
@@ -106,10 +118,20 @@ class Captured:
     sources: list[Source]
     in_spec: Any  # pytree spec of (args, kwargs)
     n_leaves: int
+    # torch.export lists the model's in-place updates of buffers, parameters and inputs among the graph's outputs,
+    # before the model's own output: the position of that output, and (position, what it updates) per update
+    output_index: int = 0
+    mutations: list[tuple[int, Source]] = field(default_factory=list)
 
     @property
     def graph(self) -> fx.Graph:
         return self.gm.graph
+
+    @property
+    def output_node(self) -> fx.Node:
+        """The graph node of the model's (selected) output: the one to explain, not a buffer update."""
+        outs = next(n for n in self.gm.graph.nodes if n.op == "output").args[0]
+        return outs[self.output_index] if isinstance(outs, (list, tuple)) else outs
 
 
 def _strip(name: str) -> str:
@@ -141,12 +163,21 @@ def capture(
         # torch.export reads torch._dynamo.mark_dynamic marks (a Python attribute of the tensor object) as dynamic
         # dimensions; the program is built for the static shapes at hand, so capture through unmarked aliases
         args, kwargs = pytree.tree_map_only(torch.Tensor, lambda t: t.detach(), (tuple(args), dict(kwargs)))
-    if dynamic_shapes is not None:  # _Selected takes (*args, **kwargs): export wants the spec per parameter name
-        dynamic_shapes = {"args": tuple(dynamic_shapes[0]), **({"kwargs": dict(dynamic_shapes[1])} if kwargs else {})}
+    call_args, call_kwargs = tuple(args), dict(kwargs)
+    if dynamic_shapes is not None and kwargs:
+        # torch.export's input guards misname the keyword inputs of a ``**kwargs`` forward (``L['kwargs']['x']``:
+        # a NameError when the guards run, in run_decompositions): pass every input leaf positionally instead and
+        # rebuild the call inside the wrapper (same leaves, same order: the sources' indices do not change)
+        flat, spec = pytree.tree_flatten((call_args, call_kwargs))
+        wrapped = _SelectedFlat(model, select, spec)
+        call_args, call_kwargs = tuple(flat), {}
+        dynamic_shapes = {"leaves": tuple(spec.flatten_up_to((tuple(dynamic_shapes[0]), dict(dynamic_shapes[1]))))}
+    elif dynamic_shapes is not None:  # _Selected takes (*args, **kwargs): export wants the spec per parameter name
+        dynamic_shapes = {"args": tuple(dynamic_shapes[0])}
     with eval_mode(model), torch.no_grad():
         try:
             ep: ExportedProgram = torch.export.export(
-                wrapped, tuple(args), dict(kwargs), strict=False, dynamic_shapes=dynamic_shapes
+                wrapped, call_args, call_kwargs, strict=False, dynamic_shapes=dynamic_shapes
             )
         except CaptureError:
             raise
@@ -160,6 +191,7 @@ def capture(
     leaves, in_spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
     sources: list[Source] = []
     user_index = 0
+    user_names: dict[str, int] = {}  # user input placeholder name -> flat leaf index (for input mutations)
     for spec in ep.graph_signature.input_specs:
         if spec.kind == InputKind.PARAMETER:
             sources.append(Source("param", name=_strip(spec.target)))
@@ -171,15 +203,64 @@ def capture(
         elif spec.kind == InputKind.CONSTANT_TENSOR:
             sources.append(Source("constant", value=ep.constants[spec.target]))
         elif spec.kind == InputKind.USER_INPUT:
+            user_names[getattr(spec.arg, "name", "")] = user_index
             sources.append(Source("input", index=user_index))
             user_index += 1
+        elif spec.kind == InputKind.CUSTOM_OBJ:
+            raise _custom_object_error(model, gm, spec, ep.constants.get(spec.target))
         else:
             raise CaptureError(f"unsupported graph input kind {spec.kind} ({spec.target})")
+    output_index, mutations = _outputs(ep, user_names)
     for node in gm.graph.nodes:  # module names as the user knows them
         stack = node.meta.get("nn_module_stack")
         if stack:
             node.meta["nn_module_stack"] = {k: (_strip(v[0]), v[1]) for k, v in stack.items() if v[0] != ""}
-    return Captured(gm=gm, sources=sources, in_spec=in_spec, n_leaves=len(leaves))
+    return Captured(
+        gm=gm,
+        sources=sources,
+        in_spec=in_spec,
+        n_leaves=len(leaves),
+        output_index=output_index,
+        mutations=mutations,
+    )
+
+
+def _outputs(ep: ExportedProgram, user_names: dict[str, int]) -> tuple[int, list[tuple[int, Source]]]:
+    """The position of the model's output among the graph's outputs, and the in-place updates listed before it
+    (``OutputKind.BUFFER_MUTATION`` and the like: the new value of a buffer, parameter or input)."""
+    output_index = None
+    mutations: list[tuple[int, Source]] = []
+    for pos, spec in enumerate(ep.graph_signature.output_specs):
+        kind = spec.kind.name  # by name: the set of kinds differs between torch versions
+        if kind == "USER_OUTPUT":
+            output_index = pos if output_index is None else output_index
+        elif kind == "BUFFER_MUTATION":
+            mutations.append((pos, Source("buffer", name=_strip(spec.target))))
+        elif kind == "PARAMETER_MUTATION":
+            mutations.append((pos, Source("param", name=_strip(spec.target))))
+        elif kind == "USER_INPUT_MUTATION" and spec.target in user_names:
+            mutations.append((pos, Source("input", index=user_names[spec.target])))
+    if output_index is None:
+        raise CaptureError("the captured graph has no user output: nothing to explain")
+    return output_index, mutations
+
+
+def _custom_object_error(model: nn.Module, gm: fx.GraphModule, spec: Any, obj: Any) -> CaptureError:
+    """Explain a custom or script object (a ``torch.Generator`` created in forward, a TorchScript class) that
+    ``torch.export`` lifted to a graph input."""
+    name = getattr(spec.arg, "name", None)
+    kind = getattr(spec.arg, "class_fqn", None) or (type(obj).__qualname__ if obj is not None else "custom object")
+    ph = next((n for n in gm.graph.nodes if n.op == "placeholder" and n.name == name), None)
+    uses = [f"{u.target} at {user_frame(u)}" for u in (ph.users if ph is not None else ())]
+    where = "; ".join(uses[:3]) if uses else "<unknown>"
+    return CaptureError(
+        f"cannot attribute through {type(model).__name__}: its forward uses a {kind} object, which torch.export "
+        f"lifts to a graph input ({spec.target}) that lrp_fx cannot feed or propagate relevance through. Used by: "
+        f"{where}.\nWhat to try: custom and script objects, such as a torch.Generator created in forward for seeded "
+        "noise or augmentation, have no place in the forward being explained: skip the randomness in eval mode "
+        "(`if self.training:`; lrp_fx runs the model in eval mode), or draw the noise outside the model and pass "
+        "it as an input (model(x, noise))."
+    )
 
 
 def module_stack(node: fx.Node) -> list[tuple[str, str]]:

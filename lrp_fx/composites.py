@@ -10,12 +10,14 @@ Presets carry Zennit's names and defaults so results can be compared with Zennit
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import fx
+from torch import fx, nn
 
 from .capture import module_stack
 from .rules.attention import ConstantAttention, Stop, Taylor
@@ -64,6 +66,48 @@ def _matches(pattern: Any, stack: list[tuple[str, str]]) -> bool:
     if isinstance(pattern, type):
         return any(t == _type_name(pattern) for _, t in stack)
     return any(fnmatch.fnmatchcase(name, pattern) for name, _ in stack)
+
+
+class UnmatchedOverrideWarning(UserWarning):
+    """An override names no module of the model (a typo, or a composite written for another model)."""
+
+
+def unmatched_overrides(composite: Composite, model: nn.Module) -> list[Any]:
+    """The override patterns of ``composite`` that match no module of ``model`` (by qualified name or type)."""
+    names = [name for name, _ in model.named_modules()]
+    types = {_type_name(type(m)) for m in model.modules()}
+    unmatched = []
+    for pattern, _ in composite.overrides:
+        if isinstance(pattern, type):
+            found = _type_name(pattern) in types
+        else:
+            found = isinstance(pattern, str) and any(fnmatch.fnmatchcase(name, pattern) for name in names)
+        if not found and pattern not in unmatched:
+            unmatched.append(pattern)
+    return unmatched
+
+
+def warn_unmatched_overrides(composite: Composite, model: nn.Module) -> None:
+    """Warn (``UnmatchedOverrideWarning``) about each override that matches no module of ``model``: an override is
+    ignored where it matches nothing, as ``modules=[...]`` with an unknown name is not. A warning and not an error,
+    since a composite may be shared by models that have different modules."""
+    if not composite.overrides:
+        return
+    unmatched = unmatched_overrides(composite, model)
+    if not unmatched:
+        return
+    names = [name for name, _ in model.named_modules() if name]
+    sample = ", ".join(repr(n) for n in names[:: max(1, len(names) // 5)][:5]) or "(none)"
+    for pattern in unmatched:
+        close = [] if isinstance(pattern, type) else difflib.get_close_matches(str(pattern), names, n=3)
+        what = f"type {pattern.__qualname__}" if isinstance(pattern, type) else repr(pattern)
+        hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+        warnings.warn(
+            f"override {what} matches no module of {type(model).__name__} and is ignored; {hint}overrides take a "
+            f"module's qualified name (a glob pattern) or its type; module names look like {sample}",
+            UnmatchedOverrideWarning,
+            stacklevel=3,
+        )
 
 
 def _base(stabilizer: float) -> dict[str, Rule]:

@@ -15,6 +15,8 @@ activation), filled at run time with a zero-stride view costing no memory.
 
 from __future__ import annotations
 
+import inspect
+import keyword
 import operator
 from dataclasses import dataclass
 from typing import Any
@@ -340,10 +342,17 @@ def export(
         seed_spec = {d: dim for d, s in enumerate(out_shape) if _is_symbol(s, batch_sym)}
         seed_val = [n for n in program.graph_module.graph.nodes if n.op == "placeholder"][-1].meta["val"]
         seed = torch.zeros([_hint(s) for s in out_shape], dtype=seed_val.dtype, device=first.device)
-        module = _AttributionModule(model, program, carriers, 1 + len(relevance_inputs), reuse_weights)
-        dynamic = {"args": (*arg_spec, seed_spec)}
-        if kwargs:
-            dynamic["kwargs"] = kwarg_spec
+        positional = (*arg_spec, seed_spec)
+        names = [f"args_{i}" for i in range(len(positional))]
+        if kwargs and _keyword_names_ok(list(kwargs), names):
+            # named parameters, not **kwargs: torch.export's guards misname a **kwargs forward's keyword inputs
+            # (``L['kwargs']['x']``, a NameError in every call of ``prog.module()``)
+            cls = _named_forward(_AttributionModule, names, list(kwargs))
+            dynamic = {**dict(zip(names, positional)), **{k: kwarg_spec[k] for k in kwargs}}
+        else:
+            cls = _AttributionModule
+            dynamic = {"args": positional, **({"kwargs": kwarg_spec} if kwargs else {})}
+        module = cls(model, program, carriers, 1 + len(relevance_inputs), reuse_weights)
         with torch.no_grad():
             try:
                 prog = torch.export.export(module, (*args, seed), dict(kwargs), strict=False, dynamic_shapes=dynamic)
@@ -353,6 +362,27 @@ def export(
                     f"dimension: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
                 ) from err
     return prog
+
+
+def _keyword_names_ok(keys: list[Any], positional: list[str]) -> bool:
+    return all(
+        isinstance(k, str) and k.isidentifier() and not keyword.iskeyword(k) and k not in (*positional, "self")
+        for k in keys
+    )
+
+
+def _named_forward(cls: type[nn.Module], positional: list[str], keywords: list[str]) -> type[nn.Module]:
+    """A subclass of ``cls`` whose ``forward(*args, **kwargs)`` presents the signature
+    ``(positional..., *, keywords...)`` (what ``torch.export`` binds inputs and names placeholders by)."""
+    P = inspect.Parameter
+    params = [P("self", P.POSITIONAL_OR_KEYWORD)]
+    params += [P(n, P.POSITIONAL_OR_KEYWORD) for n in positional] + [P(k, P.KEYWORD_ONLY) for k in keywords]
+
+    def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return cls.forward(self, *args, **kwargs)
+
+    forward.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return type(cls.__name__, (cls,), {"forward": forward})
 
 
 def leaves_batch_symbol(program: AttributionProgram, leaf: int) -> Any:

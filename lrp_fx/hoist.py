@@ -13,8 +13,16 @@ the activations and, worse, the folded copies stay alive through the relevance p
 ``WeightCache`` runs the prologue on the first call and again only when a parameter or buffer it reads has changed:
 the key is each tensor's storage address, shape, strides, dtype and version counter (in-place updates such as an
 optimizer step or ``load_state_dict`` bump the counter; a replaced parameter has a new address: the cache holds a
-reference to the old tensor, so its address cannot be reused meanwhile). The hoisted values then stay alive between
-calls (``WeightCache.nbytes``): a memory-for-time trade that ``attribute(..., reuse_weights=False)`` turns off.
+reference to the old tensor, so its address cannot be reused meanwhile), and an exact copy of a sample of its
+elements, for writes through ``.data`` (``p.data.copy_(new)``, ``p.data.mul_(0.9)``, EMA updates), which bump no
+version counter: every element of a tensor of up to ``SAMPLE_SIZE`` (1024) elements, beyond that every
+``ceil(numel / 1024)``-th element in memory order. So a ``.data`` write is seen when it changes a small tensor at all,
+or any sampled element of a large one: a wholesale update always, and a write to any run of ``ceil(numel / 1024)``
+consecutive elements (a weight matrix's row when it has at most 1024 rows). A ``.data`` write to a few elements of a
+large tensor between the sampled ones is not seen: ``lrp_fx.CACHE.clear()`` or ``reuse_weights=False`` then. The check
+costs about 1 % of a ResNet-50 attribution at batch 1 on a 2-core CPU (266 tensors, 0.6 MB of samples).
+The hoisted values stay alive between calls (``WeightCache.nbytes``): a memory-for-time trade that
+``attribute(..., reuse_weights=False)`` turns off.
 """
 
 from __future__ import annotations
@@ -107,7 +115,47 @@ def _key(t: Any) -> Any:
     if not isinstance(t, Tensor):
         return ("value", t)
     # ``_version`` is the autograd version counter: the only record of in-place updates (no public equivalent).
-    return (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t.device, t._version)
+    try:
+        version = t._version
+    except RuntimeError:  # an inference tensor has no version counter: the content sample alone sees updates
+        version = None
+    return (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t.device, version)
+
+
+# Writes through ``.data`` (``p.data.copy_(new)``, EMA updates, weight surgery) do not bump ``_version``: the cache
+# also keeps an exact copy of a sample of each weight's elements: all of them up to ``SAMPLE_SIZE``, beyond that every
+# ``ceil(numel / SAMPLE_SIZE)``-th element in memory order, the last one among them.
+SAMPLE_SIZE = 1024
+
+
+def _sample(t: Tensor) -> Tensor | None:
+    """``t``'s sampled elements as a 1-d view (a copy only for a tensor with gaps or overlaps in memory); ``None``
+    for a layout other than strided (sparse, quantized): those are seen through the key alone."""
+    if t.layout is not torch.strided or t.is_quantized:
+        return None
+    n = t.numel()
+    if n <= SAMPLE_SIZE:
+        return t.reshape(-1)
+    if not t.is_contiguous():  # e.g. channels-last: its elements in memory order, if they are dense
+        t = t.permute(sorted(range(t.dim()), key=lambda d: -t.stride(d)))
+    step = -(-n // SAMPLE_SIZE)
+    return t.reshape(-1)[(n - 1) % step :: step]  # every step-th element, the last one among them
+
+
+def _fingerprint(weights: list[Any]) -> dict[Any, Tensor]:
+    """Copies of the weights' samples as bytes, one tensor per device and dtype (compared with one ``torch.equal``
+    each: bit for bit, so NaNs compare equal; one device sync per group on a GPU)."""
+    parts: dict[Any, list[Tensor]] = {}
+    for w in weights:
+        if isinstance(w, Tensor):
+            sample = _sample(w)
+            if sample is not None:
+                parts.setdefault((w.device, w.dtype), []).append(sample)
+    return {group: torch.cat(p).view(torch.uint8) for group, p in parts.items()}  # cat: a copy
+
+
+def _same_fingerprint(a: dict[Any, Tensor], b: dict[Any, Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[g], b[g]) for g in a)
 
 
 @dataclass
@@ -118,13 +166,15 @@ class WeightCache:
     values: tuple[Tensor, ...] = ()
     refs: list[Any] = field(default_factory=list)  # the weights of ``key``: keeps their storage (addresses) alive
     runs: int = 0  # how many times the prologue ran
+    fingerprint: dict[Any, Tensor] = field(default_factory=dict)  # ``_fingerprint`` of the weights of ``key``
 
     def get(self, hoisted: HoistedProgram, placeholder_values: list[Any]) -> tuple[Tensor, ...]:
         weights = [placeholder_values[i] for i in hoisted.slots]
         key = [_key(w) for w in weights]
-        if key != self.key:
+        fingerprint = _fingerprint(weights)
+        if key != self.key or not _same_fingerprint(fingerprint, self.fingerprint):
             self.values = tuple(hoisted.prologue(*weights))
-            self.key, self.refs = key, weights
+            self.key, self.refs, self.fingerprint = key, weights, fingerprint
             self.runs += 1
         return self.values
 
@@ -142,4 +192,4 @@ class WeightCache:
         return total
 
     def clear(self) -> None:
-        self.key, self.values, self.refs = None, (), []
+        self.key, self.values, self.refs, self.fingerprint = None, (), [], {}

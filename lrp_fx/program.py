@@ -22,7 +22,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from . import analysis
 from .capture import Captured, module_stack, user_frame
 from .composites import FIRST_LAYER_GROUPS, Composite
-from .errors import InputError, MissingRuleError, RuleError
+from .errors import InputError, MissingRuleError, RuleError, TargetError
 from .fold import fold_broadcast_bmm
 from .hoist import HoistedProgram, WeightCache, hoist_weights
 from .inplace import copy_graph_module, reuse_buffers
@@ -184,9 +184,7 @@ class ProgramBuilder:
         self.float_inputs = float_inputs
         graph = captured.graph
         self.placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-        out_node = next(n for n in graph.nodes if n.op == "output")
-        outs = out_node.args[0]
-        self.output = outs[0] if isinstance(outs, (list, tuple)) else outs
+        self.output = captured.output_node  # the model's output, not a buffer update listed before it
         self.input_nodes = {
             src.index: ph for ph, src in zip(self.placeholders, captured.sources) if src.kind == "input"
         }
@@ -362,7 +360,7 @@ class ProgramBuilder:
         mode = self.options.seed_mode
         if self.seed_fn is not None:
             try:
-                return self.seed_fn(out)
+                r = self.seed_fn(out)
             except Exception as exc:  # the callable runs on fake tensors, once, while the program is traced
                 name = getattr(self.seed_fn, "__qualname__", type(self.seed_fn).__name__)
                 raise InputError(
@@ -372,10 +370,28 @@ class ProgramBuilder:
                     "use tensors it captured. For per-sample weights, pass them as a floating tensor of the "
                     "output's shape (target=R), or class indices (target=[...])."
                 ) from exc
+            # a wrong shape that broadcasts would be accepted by the first rule and mix samples (o[0] seeding every
+            # sample with sample 0's outputs), so it is refused here
+            if not isinstance(r, Tensor) or not r.is_floating_point() or r.shape != out.shape:
+                name = getattr(self.seed_fn, "__qualname__", type(self.seed_fn).__name__)
+                got = f"shape {tuple(r.shape)}, dtype {r.dtype}" if isinstance(r, Tensor) else type(r).__name__
+                raise TargetError(
+                    f"target={name} must return the output relevance: a floating tensor of the output's shape "
+                    f"{tuple(out.shape)}, got {got}. Keep the other entries zero, e.g. "
+                    "R = torch.zeros_like(o); R[:, k] = o[:, k]"
+                )
+            return r
         if mode == "tensor":
             return seed
         if mode == "scaled":
             return seed * out
+        if out.dim() != 2:  # argmax over the last dimension is "the predicted class" only for [batch, classes]
+            raise TargetError(
+                f"target=None explains each sample's predicted class and needs an output of shape [batch, classes], "
+                f"got {tuple(out.shape)}. Pass the output relevance as a tensor or a callable (e.g. "
+                "target=lambda o: o for a [batch] score), or select the explained output with output= (e.g. "
+                "output=lambda o: o.logits[:, -1] for a language model's last position)"
+            )
         mask = torch.zeros_like(out).scatter(-1, out.argmax(-1, keepdim=True), 1.0)
         return mask * out
 

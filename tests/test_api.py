@@ -300,3 +300,71 @@ def test_inputs_marked_dynamic_for_torch_compile_are_attributed(cnn):
     lrp_fx.CACHE.clear()
     ref = lrp_fx.attribute(cnn, x, target=1, composite="epsilon")
     torch.testing.assert_close(res.relevance, ref.relevance)
+
+
+def test_callable_target_of_a_wrong_shape_is_refused(cnn):
+    """A callable's result that merely broadcasts (``o[0]``: sample 0's outputs for every sample) would mix samples;
+    it is refused, as a tensor target of the wrong shape is."""
+    x = x_batch(2)
+    for bad in (lambda o: o[0], lambda o: o[:, :1], lambda o: o[:, 0].sum(), lambda o: o.argmax(1)):
+        with pytest.raises(lrp_fx.TargetError, match=r"output's shape \(2, 5\)"):
+            lrp_fx.attribute(cnn, x, target=bad)
+    with pytest.raises(lrp_fx.TargetError, match="cannot use target='cat'"):
+        lrp_fx.attribute(cnn, x, target="cat")
+
+
+def test_none_target_needs_batch_by_classes_output():
+    """``argmax(-1)`` of a ``[batch]`` score would pick one sample; of ``[batch, positions, vocab]`` every position."""
+    torch.manual_seed(0)
+    scores = nn.Sequential(nn.Linear(4, 1, bias=False), nn.Flatten(0)).double()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    with pytest.raises(lrp_fx.TargetError, match=r"\[batch, classes\], got \(3,\)"):
+        lrp_fx.attribute(scores, x)
+    res = lrp_fx.attribute(scores, x, target=lambda o: o, composite="epsilon", epsilon=1e-12)
+    torch.testing.assert_close(res.relevance.sum(1), res.output)  # every sample explained, not just the argmax
+    seq = nn.Linear(4, 6).double()
+    with pytest.raises(lrp_fx.TargetError, match="output="):
+        lrp_fx.attribute(seq, torch.randn(2, 5, 4, dtype=torch.float64))
+
+
+def test_channels_last_after_contiguous_input(cnn):
+    """Same shape, other strides: a program traced on contiguous inputs must not be reused (its views would fail)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).double()
+    x = x_batch(2)
+    first = lrp_fx.attribute(model, x, target=1).relevance
+    cl = lrp_fx.attribute(model, x.to(memory_format=torch.channels_last), target=1).relevance
+    torch.testing.assert_close(cl, first)
+    builds = lrp_fx.CACHE.builds
+    lrp_fx.attribute(model, x.unsqueeze(0)[0], target=1)  # other strides of a size-1 dimension only: reused
+    assert lrp_fx.CACHE.builds == builds
+
+
+def test_namedtuple_inputs_get_namedtuple_relevance():
+    import collections
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 3), nn.Linear(5, 3)
+
+        def forward(self, x, y):
+            return self.a(x) + self.b(y)
+
+    Pair = collections.namedtuple("Pair", "x y")
+    torch.manual_seed(0)
+    inputs = Pair(torch.randn(2, 4, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64))
+    model = Two().double()
+    res = lrp_fx.attribute(model, inputs, target=0)
+    plain = lrp_fx.attribute(model, tuple(inputs), target=0)
+    assert isinstance(res.relevance, Pair)
+    torch.testing.assert_close(res.relevance.y, plain.relevance[1])
+
+
+def test_relevance_never_aliases_a_tensor_target():
+    """With every rule passing relevance through, the relevance would be the caller's target tensor itself."""
+    model = nn.Tanh()
+    x = torch.randn(2, 4, dtype=torch.float64)
+    target = torch.ones(2, 4, dtype=torch.float64)
+    res = lrp_fx.attribute(model, x, target=target)
+    res.relevance /= 4
+    assert torch.equal(target, torch.ones(2, 4, dtype=torch.float64))

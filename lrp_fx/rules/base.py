@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -92,8 +94,34 @@ class ZBox(Rule):
     high: Any = 1.0
     stabilizer: float = 1e-6
 
-    def __hash__(self) -> int:  # tensors are not hashable by value; identity is enough for cache keys
-        return hash((id(self.low), id(self.high), self.stabilizer))
+    # The bounds' values are baked into the program (``rules/linear.py: _constant``), so the program cache keys them
+    # by value: equal bounds computed anew in every call, ``(0 - mean) / std``, reuse one program, and bounds changed
+    # in place after a build make a new one. Tensors beyond ``_BY_VALUE`` elements go by identity.
+    def _bounds_key(self) -> tuple:
+        return (_value_key(self.low), _value_key(self.high), self.stabilizer)
+
+    def __hash__(self) -> int:
+        return hash(self._bounds_key())
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._bounds_key() == other._bounds_key()
+
+
+_BY_VALUE = 1 << 20
+
+
+def _value_key(v: Any) -> Any:
+    """A float, or a tensor by dtype, shape and bytes (by identity beyond ``_BY_VALUE`` elements)."""
+    if not isinstance(v, torch.Tensor):
+        try:
+            hash(v)
+        except TypeError:
+            return ("id", id(v))
+        return ("value", v)
+    if v.numel() > _BY_VALUE:
+        return ("id", id(v))  # held by the rule object, so the id cannot be reused while it lives
+    flat = v.detach().cpu().contiguous().reshape(-1)
+    return ("tensor", v.dtype, tuple(v.shape), bytes(flat.view(torch.uint8).numpy()))
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,61 @@ class OpRule:
             raise TypeError(f"{self.op} (group {self.group!r}) cannot apply {rule!r}; it accepts {names}")
 
 
-_RULES: dict[Any, OpRule] = {}
+class _Registry(dict):
+    """The op -> ``OpRule`` table. ``version`` counts its changes, whichever way they are made (``register_rule``,
+    ``replace=True``, or editing the table directly, as tests do): ``lrp_fx.attribute`` keys its program cache on it,
+    so a program built before a rule changed is not served after."""
+
+    version = 0
+
+    def _changed(self) -> None:
+        self.version += 1
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._changed()
+
+    def __delitem__(self, key: Any) -> None:
+        super().__delitem__(key)
+        self._changed()
+
+    def pop(self, *args: Any) -> Any:
+        try:
+            return super().pop(*args)
+        finally:
+            self._changed()
+
+    def popitem(self) -> Any:
+        try:
+            return super().popitem()
+        finally:
+            self._changed()
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        try:
+            return super().setdefault(key, default)
+        finally:
+            self._changed()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self._changed()
+
+    def clear(self) -> None:
+        super().clear()
+        self._changed()
+
+    def __ior__(self, other: Any) -> _Registry:
+        self.update(other)
+        return self
+
+
+_RULES: _Registry = _Registry()
+
+
+def registry_version() -> int:
+    """How many times the rule table has changed: part of the program cache key (``lrp_fx.api``)."""
+    return _RULES.version
 
 
 def _overloads(op: Any) -> Iterable[Any]:
