@@ -16,7 +16,7 @@ from torch.utils import _pytree as pytree
 
 from .canonicalize import canonicalize
 from .capture import OutputSelector, capture
-from .composites import Composite, resolve, warn_unmatched_overrides
+from .composites import Composite, precision_defaults, resolve, warn_unmatched_overrides
 from .errors import InputError, TargetError
 from .prepare import prepare, token_inputs
 from .program import AttributionProgram, Options, ProgramBuilder, feed
@@ -208,7 +208,8 @@ def attribute(
             callable); default ``logits`` or the first entry.
         overrides: ``{module name glob or module type: rule}`` taking precedence over the composite.
         param_relevance: also return relevance per parameter of linear layers and convolutions.
-        modules: qualified module names whose output relevance to return.
+        modules: qualified module names whose output relevance to return (``Attribution.modules``); for a
+            module that forward runs several times, ``name@k`` names its ``k``-th call (from 0).
         strict: raise on ops without a rule (default). ``strict=False`` applies the declared gradient fallback and
             lists the nodes in ``Attribution.fallback_nodes``.
         memory_budget: bytes of forward activations the relevance pass may keep alive; the planner recomputes
@@ -218,7 +219,9 @@ def attribute(
             the modified weights of z+/gamma/alpha-beta) once and keep them between calls until a parameter or
             buffer changes (in place or replaced). Faster, at the cost of holding those values
             (``res.program.weight_cache.nbytes``); ``False`` recomputes them in every call.
-        **rule_params: preset parameters (``epsilon``, ``stabilizer``, ``gamma``, ``low``, ``high``).
+        **rule_params: preset parameters (``epsilon``, ``stabilizer``, ``gamma``, ``low``, ``high``); ``epsilon``
+            and ``stabilizer`` default to 1e-6, or to 1e-2 for a bfloat16/float16 model or input
+            (``composites.precision_defaults``).
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -232,6 +235,9 @@ def attribute(
             "Convert images with x.float(); token ids receive relevance through their embeddings "
             "(see the transformers docs)."
         )
+    if isinstance(modules, str):  # one name, not its characters
+        modules = [modules]
+    rule_params = precision_defaults(composite, rule_params, _float_dtypes(model, leaves))
     comp = resolve(composite, overrides, rule_params)
     options = Options(
         strict=strict,
@@ -447,6 +453,13 @@ def _model_key(model: nn.Module) -> tuple:
             elif (name == "_forward_hooks" or name == "_forward_pre_hooks") and v:
                 key += (name, tuple(v))
     return tuple(key)
+
+
+def _float_dtypes(model: nn.Module, leaves: list[Any]) -> set[torch.dtype]:
+    """The floating dtypes of the inputs and of the model's first parameter (a token-id model has no float input)."""
+    dtypes = {leaf.dtype for leaf in leaves if isinstance(leaf, Tensor) and leaf.is_floating_point()}
+    first = next(model.parameters(), None)
+    return dtypes | ({first.dtype} if first is not None else set())
 
 
 def _same_sequence_type(inputs: Sequence[Any], items: Sequence[Any]) -> Any:

@@ -51,8 +51,8 @@ import torch
 import torch.fx.traceback as fx_traceback
 from torch import Tensor, fx, nn
 
-from .composites import Composite, resolve
-from .errors import RuleError
+from .composites import HALF_PRECISION, Composite, precision_defaults, resolve
+from .errors import InputError, RuleError
 from .export import SizeCarrier, build_program, capture_dynamic, fold_broadcast_bmm
 from .hoist import WeightCache, hoist_weights
 from .program import AttributionProgram, Options
@@ -760,6 +760,9 @@ class LRPBackend:
         **rule_params: Any,
     ) -> None:
         self.composite = resolve(composite, overrides, rule_params)
+        # a preset on a half-precision graph gets the half-precision stabilisers (composites.precision_defaults);
+        # the dtypes are known per graph, so that variant is resolved when a graph needs it
+        self._half_composite = resolve(composite, overrides, precision_defaults(composite, rule_params, {_HALF}))
         self.options = Options(strict=strict, memory_budget=memory_budget, seed_mode="tensor")
         self.inductor = inductor
         self.reuse_weights = reuse_weights
@@ -815,7 +818,9 @@ class LRPBackend:
 
     def _entry_for(self, region: _Region, args: list[Any], user: list[Tensor], first: bool) -> _Entry:
         start = time.perf_counter()
-        comp = self.composite if first else dataclasses.replace(self.composite, first_layer=None)
+        half = any(isinstance(t, Tensor) and t.dtype in HALF_PRECISION for t in user)
+        comp = self._half_composite if half else self.composite
+        comp = comp if first else dataclasses.replace(comp, first_layer=None)
         module = _RegionModule(region, args)
         region.module = module
         float_inputs = region._floats(args)
@@ -824,6 +829,7 @@ class LRPBackend:
         )
         self.captures += 1
         _module_names(captured)
+        _refuse_training_mode(captured.gm)
         key = (_graph_key(captured), comp.key(), self.options, registry_version())
         for entry in self._programs.get(key, []):
             if entry.matches(user):
@@ -834,6 +840,32 @@ class LRPBackend:
         self.builds += 1
         self.build_seconds += time.perf_counter() - start
         return entry
+
+
+# ops that only a module in training mode emits: batch norm with batch statistics (updating its running ones) and
+# dropout. ``attribute`` and ``export`` switch the model to eval mode themselves; the backend compiles the model as
+# called, so a forgotten ``model.eval()`` would otherwise surface as a missing rule for these ops.
+_HALF = torch.bfloat16
+
+_TRAINING_OPS = {
+    torch.ops.aten._native_batch_norm_legit_functional.default: "batch norm with batch statistics",
+    torch.ops.aten.native_dropout.default: "dropout",
+    torch.ops.aten.dropout.default: "dropout",
+    torch.ops.aten.bernoulli.p: "dropout",
+}
+
+
+def _refuse_training_mode(gm: fx.GraphModule) -> None:
+    found = [(n, _TRAINING_OPS[n.target]) for n in gm.graph.nodes if n.target in _TRAINING_OPS]
+    if found:
+        node, what = found[0]
+        stack = list((node.meta.get("nn_module_stack") or {}).values())
+        where = f" in module {stack[-1][0]!r}" if stack and stack[-1][0] else ""
+        raise InputError(
+            f"the compiled model runs in training mode ({what}{where}: {node.target}, {len(found)} such op(s)); LRP "
+            "explains the model in eval mode. Call model.eval() before calling the model compiled with "
+            "torch.compile(model, backend='lrp')"
+        )
 
 
 def _dynamo_name(name: str) -> str | None:

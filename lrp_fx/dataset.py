@@ -25,11 +25,13 @@ shuffling.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
 import time
+import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .api import _global_names
 from .composites import Composite, resolve
 from .errors import InputError
 
@@ -373,7 +376,8 @@ def _config(
         if obj is None or isinstance(obj, (int, str)):
             return repr(obj)
         if callable(obj):
-            return f"callable {getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+            name = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+            return f"callable {name} [{_callable_digest(obj)}]"
         return repr(obj)
 
     params = sum(p.numel() for p in model.parameters())
@@ -386,6 +390,61 @@ def _config(
         "batches_per_shard": batches_per_shard,
         "save_output": save_output,
     }
+
+
+def _callable_digest(fn: Any, depth: int = 0) -> str:
+    """A digest of what a callable computes that is stable across processes (a resumed run is a new process): for a
+    function its bytecode, constants and names, and the values it reads (closure cells, defaults, the globals it
+    loads); for a ``functools.partial`` its function and arguments. Every lambda is ``__main__.<lambda>`` by name, so
+    the name alone would let ``target=lambda b: 4`` resume a folder computed with ``target=lambda b: 0``. Values
+    without a stable description (objects) enter by type only."""
+    h = hashlib.sha256()
+    if isinstance(fn, functools.partial):
+        h.update(_callable_digest(fn.func, depth + 1).encode())
+        h.update(_stable_repr((fn.args, sorted(fn.keywords.items())), depth).encode())
+    elif isinstance(fn, types.FunctionType) and depth < 4:
+        h.update(_code_digest(fn.__code__).encode())
+        cells = [c.cell_contents for c in fn.__closure__ or () if _cell_filled(c)]
+        h.update(_stable_repr((cells, fn.__defaults__, sorted((fn.__kwdefaults__ or {}).items())), depth).encode())
+        for name in _global_names(fn.__code__):
+            if name in fn.__globals__:
+                h.update(f"{name}={_stable_repr(fn.__globals__[name], depth)}".encode())
+    else:
+        h.update(type(fn).__qualname__.encode())
+    return h.hexdigest()[:12]
+
+
+def _code_digest(code: types.CodeType) -> str:
+    consts = [_code_digest(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return hashlib.sha256(repr((code.co_code, consts, code.co_names, code.co_varnames)).encode()).hexdigest()
+
+
+def _cell_filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises
+    except ValueError:
+        return False
+    return True
+
+
+def _stable_repr(v: Any, depth: int) -> str:
+    if v is None or isinstance(v, (bool, int, float, complex, str, bytes, torch.dtype, torch.device)):
+        return repr(v)
+    if isinstance(v, (tuple, list)):
+        return f"{type(v).__name__}({','.join(_stable_repr(e, depth) for e in v)})"
+    if isinstance(v, dict):
+        return "dict(" + ",".join(f"{_stable_repr(k, depth)}:{_stable_repr(e, depth)}" for k, e in v.items()) + ")"
+    if isinstance(v, Tensor):
+        data = v.detach().cpu().contiguous().reshape(-1)
+        digest = "large"
+        if data.numel() <= 1 << 20:
+            digest = hashlib.sha256(data.view(torch.uint8).numpy().tobytes()).hexdigest()[:12]
+        return f"tensor({tuple(v.shape)},{v.dtype},{digest})"
+    if isinstance(v, types.ModuleType):
+        return f"module {v.__name__}"
+    if callable(v):
+        return f"callable {getattr(v, '__qualname__', type(v).__qualname__)} [{_callable_digest(v, depth + 1)}]"
+    return f"object {type(v).__module__}.{type(v).__qualname__}"
 
 
 def _config_hash(config: Mapping[str, Any]) -> str:

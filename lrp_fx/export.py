@@ -16,6 +16,7 @@ activation), filled at run time with a zero-stride view costing no memory.
 from __future__ import annotations
 
 import inspect
+import itertools
 import keyword
 import operator
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from . import analysis
 from .api import _split_inputs
 from .canonicalize import canonicalize
 from .capture import Captured, OutputSelector, Source, capture, eval_mode
-from .composites import Composite, resolve
+from .composites import Composite, precision_defaults, resolve, warn_unmatched_overrides
 from .errors import CaptureError, InputError, LRPError
 from .fold import fold_broadcast_bmm
 from .hoist import hoist_weights
@@ -327,8 +328,11 @@ def export(
     dim = torch.export.Dim("batch")
     specs = [{0: dim} if b else None for b in in_batch]
     arg_spec, kwarg_spec = pytree.tree_unflatten(specs, in_spec)
-    comp = resolve(composite, overrides, rule_params)
+    dtypes = {leaf.dtype for leaf in leaves if isinstance(leaf, Tensor) and leaf.is_floating_point()}
+    dtypes |= {p.dtype for p in itertools.islice(model.parameters(), 1)}
+    comp = resolve(composite, overrides, precision_defaults(composite, rule_params, dtypes))
     options = Options(strict=strict, memory_budget=memory_budget, seed_mode="tensor")
+    warn_unmatched_overrides(comp, model)
     with eval_mode(model):
         captured, carriers, canon = capture_dynamic(
             model, tuple(args), dict(kwargs), output, float_inputs, (arg_spec, kwarg_spec)

@@ -52,6 +52,14 @@ class Options:
     seed_mode: str = "tensor"  # "tensor": R = seed; "scaled": R = seed * output; "argmax": R = onehot(argmax) * output
     reuse_weights: bool = True  # hoist parameter-only values (folded / modified weights) and cache them (hoist.py)
 
+    def __post_init__(self) -> None:  # every entry point (attribute, export, the compile backend) builds one
+        budget = self.memory_budget
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
+            raise InputError(
+                f"memory_budget is a number of bytes >= 0 (an int; 0 keeps no forward value alive that can be "
+                f"recomputed) or None (keep everything), got {budget!r}"
+            )
+
 
 @dataclass
 class Assignment:
@@ -240,19 +248,47 @@ class ProgramBuilder:
         return rule.support
 
     def _module_outputs(self) -> dict[str, fx.Node]:
+        """The node whose relevance is each requested module's output relevance: the last live node of the module's
+        call whose value leaves it. ``name@k`` asks for the ``k``-th call (from 0) of a module that forward runs
+        several times (torchvision's ``BasicBlock`` calls ``relu`` twice); a plain name of such a module is an error,
+        as one output relevance would silently stand for one of its calls."""
         found = {}
         live = set(self.live)
         for name in self.options.modules:
-            inside = [n for n in self.live if any(m == name for m, _ in module_stack(n))]
+            base, _, k = name.rpartition("@")
+            module, call = (base, int(k)) if base and k.isdigit() else (name, None)
+            calls = self._module_calls(module)
+            if not calls:
+                raise RuleError(f"no live node comes from module {module!r}; module names look like 'layer1.0.conv1'")
+            if call is None and len(calls) > 1:
+                options = ", ".join(f"'{module}@{i}'" for i in sorted(calls))
+                raise RuleError(
+                    f"module {module!r} runs {len(calls)} times in forward, so its output relevance is not one tensor; "
+                    f"ask for one call: {options}"
+                )
+            if call is not None and call not in calls:
+                raise RuleError(f"module {module!r} has calls {sorted(calls)} with live nodes, not {call}")
+            inside = calls[next(iter(calls)) if call is None else call]
+            members = set(inside)
             leaving = [
                 n
                 for n in inside
-                if any(u not in inside or u.op == "output" for u in n.users if u in live or u.op == "output")
+                if any(u not in members or u.op == "output" for u in n.users if u in live or u.op == "output")
             ]
-            if not leaving:
-                raise RuleError(f"no live node comes from module {name!r}; module names look like 'layer1.0.conv1'")
             found[name] = leaving[-1]
         return found
+
+    def _module_calls(self, module: str) -> dict[int, list[fx.Node]]:
+        """The live nodes of each call of ``module``: ``torch.export`` names the ``k``-th call's entry of the module
+        stack ``key@k`` (the first one ``key``)."""
+        calls: dict[int, list[fx.Node]] = {}
+        for n in self.live:
+            for key, entry in (n.meta.get("nn_module_stack") or {}).items():
+                if entry[0] == module:
+                    base, _, k = key.rpartition("@")
+                    calls.setdefault(int(k) if base and k.isdigit() else 0, []).append(n)
+                    break
+        return calls
 
     # -- promises ----------------------------------------------------------------------------------------------------
     def served_by(self, n: fx.Node, support_only: bool) -> fx.Node:
@@ -329,13 +365,15 @@ class ProgramBuilder:
             seed_relevance = self._seed(out, seed)
             relevance: dict[fx.Node, Any] = {self.output: seed_relevance}
             module_rel: dict[str, Tensor] = {}
-            wanted = {node: name for name, node in self.module_outputs.items()}
+            wanted: dict[fx.Node, list[str]] = {}  # a module and its last child can share their output node
+            for name, node in self.module_outputs.items():
+                wanted.setdefault(node, []).append(name)
             for node in reversed(self.live):
                 if node.op != "call_function":
                     continue
                 r = _plain(relevance.pop(node, None))
-                if node in wanted:
-                    module_rel[wanted[node]] = r if r is not None else torch.zeros_like(env[node])
+                for name in wanted.get(node, ()):
+                    module_rel[name] = r if r is not None else torch.zeros_like(env[node])
                 if r is None or (isinstance(r, list) and all(x is None for x in r)):
                     continue
                 if node.target is operator.getitem:

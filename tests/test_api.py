@@ -368,3 +368,53 @@ def test_relevance_never_aliases_a_tensor_target():
     res = lrp_fx.attribute(model, x, target=target)
     res.relevance /= 4
     assert torch.equal(target, torch.ones(2, 4, dtype=torch.float64))
+
+
+def test_module_relevance_of_a_module_and_its_last_child():
+    """Both share one output node: each name gets that node's relevance (it raised a KeyError)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Sequential(nn.Linear(4, 6), nn.ReLU()), nn.Linear(6, 3)).double()
+    x = torch.randn(2, 4, dtype=torch.float64)
+    res = lrp_fx.attribute(model, x, target=0, composite="epsilon", modules=["0", "0.1", "0.0"])
+    assert set(res.modules) == {"0", "0.1", "0.0"}
+    torch.testing.assert_close(res.modules["0"], res.modules["0.1"], rtol=0, atol=0)
+    tail = lrp_fx.attribute(model[1], model[0](x), target=res.seed, composite="epsilon")
+    torch.testing.assert_close(res.modules["0"], tail.relevance)
+
+
+def test_module_called_twice_needs_a_call_index():
+    """One ``nn.ReLU`` applied twice: a plain name would silently be one of the calls; ``name@k`` picks call k."""
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c, self.act = nn.Linear(4, 6), nn.Linear(6, 5), nn.Linear(5, 2), nn.ReLU()
+
+        def forward(self, x):
+            return self.c(self.act(self.b(self.act(self.a(x)))))
+
+    torch.manual_seed(0)
+    model = Twice().double()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    with pytest.raises(lrp_fx.RuleError, match="runs 2 times.*'act@0', 'act@1'"):
+        lrp_fx.attribute(model, x, target=0, modules=["act"])
+    res = lrp_fx.attribute(model, x, target=0, composite="epsilon", modules=["act@0", "act@1", "act@0"])
+    assert res.modules["act@0"].shape == (3, 6) and res.modules["act@1"].shape == (3, 5)
+    # the relevance leaving each call is what enters the next linear layer's rule
+    head = lrp_fx.attribute(
+        nn.Sequential(model.c), model.act(model.b(model.act(model.a(x)))), target=res.seed, composite="epsilon"
+    )
+    torch.testing.assert_close(res.modules["act@1"], head.relevance)
+    with pytest.raises(lrp_fx.RuleError, match="not 2"):
+        lrp_fx.attribute(model, x, target=0, modules=["act@2"])
+
+
+def test_option_types_get_clear_errors(cnn):
+    x = x_batch(2)
+    one = lrp_fx.attribute(cnn, x, target=1, modules="4")  # a single name, not its characters
+    assert set(one.modules) == {"4"}
+    for bad in ("1GB", -5, 1.5e6, True):
+        with pytest.raises(lrp_fx.InputError, match="memory_budget"):
+            lrp_fx.attribute(cnn, x, target=1, memory_budget=bad)
+        with pytest.raises(lrp_fx.InputError, match="memory_budget"):
+            lrp_fx.export(cnn, x, memory_budget=bad)

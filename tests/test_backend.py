@@ -415,3 +415,18 @@ def test_broadcast_weight_products_are_folded():
     # nn.MultiheadAttention's (tokens, batch, features) projections: the weight broadcast to every token, in the
     # forward and in the relevance pass; folded into one matrix product each
     assert counts[False] > 0 and counts[True] == 0
+
+
+def test_training_mode_is_an_error_that_says_call_eval():
+    """Batch norm with batch statistics and dropout only appear in training mode: the fix is model.eval(), not a
+    rule for those ops."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 3))
+    compiled = torch.compile(model, backend="lrp")
+    x = torch.randn(4, 4, requires_grad=True)
+    with pytest.raises(Exception, match=r"training mode.*model\.eval\(\)"):
+        compiled(x)
+    torch._dynamo.reset()
+    model.eval()
+    out = torch.compile(model, backend="lrp")(x)
+    torch.testing.assert_close(out, model(x))

@@ -298,6 +298,8 @@ def test_override_matching_no_module_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnmatchedOverrideWarning)
         lrp_fx.attribute(model, x, target=1, overrides={"0": Flat(), "[34]": Flat(), nn.ReLU: Pass()})
+    with pytest.warns(UnmatchedOverrideWarning, match=r"'0\.conv'"):  # lrp_fx.export checks the same way
+        lrp_fx.export(model, x, overrides={"0.conv": Flat()})
 
 
 # -- 5. per-call keys and the LRU bound -------------------------------------------------------------------------------

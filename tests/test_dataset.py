@@ -226,6 +226,30 @@ def test_other_configuration_is_refused_unless_overwrite(model, reference, tmp_p
     assert res.computed == [0] and res.complete
 
 
+def test_callables_are_part_of_the_configuration(model, tmp_path):
+    """Every lambda is ``__main__.<lambda>`` by name: the configuration describes what it computes, so a rerun with
+    another target callable is refused rather than mixed in, while the same code (a new function object, as in a
+    resumed process) resumes."""
+    _run(model, tmp_path, _loader(6), target=lambda batch: 0)
+    with pytest.raises(lrp_fx.InputError, match="another configuration"):
+        _run(model, tmp_path, _loader(6), target=lambda batch: 4)
+    k = 4
+    with pytest.raises(lrp_fx.InputError, match="another configuration"):
+        _run(model, tmp_path, _loader(6), target=lambda batch: k)  # the same class through a captured variable
+    again = _run(model, tmp_path, _loader(6), target=lambda batch: 0)
+    assert again.computed == [] and again.complete
+    for delta in (0, 1):  # closures: the captured value counts
+        out = tmp_path / f"closure{delta}"
+
+        def shifted(batch, delta=delta):
+            return 1 + delta
+
+        _run(model, out, _loader(6), target=shifted)
+        if delta:
+            with pytest.raises(lrp_fx.InputError, match="another configuration"):
+                _run(model, tmp_path / "closure0", _loader(6), target=shifted)
+
+
 def test_hard_kill_mid_shard_then_resume(model, reference, tmp_path):
     """``os._exit`` in the middle of a shard (no cleanup at all), then the same script again."""
     _, _, ref_loaded = reference
