@@ -118,3 +118,25 @@ def test_model(name):
 @pytest.mark.parametrize("name", cov.conv_models())
 def test_model_all(name):
     _check(name, cov.build(name), cov.example(name, 64))
+
+
+def test_segmentation_model_explains_a_class_over_all_pixels():
+    """torchvision LR-ASPP: bilinear upsampling of the class map to the input size (``upsample_bilinear2d``), a
+    sigmoid-gated branch, dict output. A callable target explains one class summed over every pixel; the books close."""
+    from torchvision.models import segmentation
+
+    torch.manual_seed(0)
+    model = segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=4).eval().double()
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+    def class_1(out):
+        seed = torch.zeros_like(out)
+        seed[:, 1] = out[:, 1]
+        return seed
+
+    res = lrp_fx.attribute(model, x, target=class_1, output="out", composite="epsilon_plus_flat", track_absorbed=True)
+    assert res.output.shape == (1, 4, 64, 64) and not res.fallback_nodes
+    assert any("upsample_bilinear2d" in a.op for a in res.program.assignments)
+    total = res.relevance.sum() + sum(res.absorbed.values())
+    torch.testing.assert_close(total, res.seed.sum(), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(res.seed.sum(), model(x)["out"][:, 1].sum())

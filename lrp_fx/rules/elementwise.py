@@ -11,6 +11,7 @@ import operator
 import torch
 from torch import Tensor, fx
 
+from .autodiff import vjp
 from .base import ConstantGate, Epsilon, Norm, Pass, UniformProduct
 from .call import RuleCall, sum_to
 from .registry import aten, register_rule
@@ -85,6 +86,51 @@ def proportional_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
             continue
         v = call.value(a)
         shares[i] = sum_to(v * s if coef == 1 else coef * v * s, v.shape)
+    if absorbed is not None:
+        call.absorb(absorbed)
+    return call.assign(shares)
+
+
+# Scattered sums (graph message passing: ``out.index_add_(0, dst, msg)``, ``scatter_add``, ``scatter_reduce(...,
+# "sum")``, ``x[idx] += v``): the output is linear in the base and the scattered values together, so the sum's rule
+# applies per output position: ``q = R / stab(y)``, each input gets ``input * J^T q`` (the base its own positions, a
+# scattered value ``s_i * q[idx_i]``). Shares sum to ``q * y``. Overwrites (``index_put`` without ``accumulate``,
+# where duplicate indices make the result order-dependent) and non-linear reductions (prod, amax, amin) are refused.
+SCATTER_SUMS = {
+    aten.index_put.default: (0, 2),  # (self, indices, values, accumulate)
+    aten.index_add.default: (0, 3),  # (self, dim, index, source, alpha)
+    aten.scatter_add.default: (0, 3),  # (self, dim, index, src)
+    aten.scatter_reduce.two: (0, 3),  # (self, dim, index, src, reduce, include_self)
+}
+
+
+@register_rule(list(SCATTER_SUMS), group="add", accepts=(Norm, Epsilon), default=Norm())
+def scatter_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``y = base + scatter(values)``: ``R_in = in * J_in^T (R / stab(y))`` for the base and the scattered values (the
+    proportional sum per output position). A constant operand keeps its share, recorded as absorbed."""
+    node = call.node
+    args = list(node.args)
+    if node.target is aten.index_put.default and not (args[3] if len(args) > 3 else node.kwargs.get("accumulate")):
+        raise ValueError(
+            "index_put without accumulate=True overwrites (x[idx] = v): no relevance rule; for a sum write "
+            "x.index_put_(idx, v, accumulate=True) or x.index_add_(...)"
+        )
+    if node.target is aten.scatter_reduce.two and args[4] not in ("sum", "mean"):
+        raise ValueError(f"scatter_reduce with reduce={args[4]!r} is not a sum: no relevance rule (sum, mean have one)")
+    rule = call.rule
+    eps = rule.epsilon if isinstance(rule, Epsilon) else rule.stabilizer
+    y = call.out(support_only=True)
+    q = relevance / stabilize(y, eps, nonneg=call.out_nonneg(support_only=True))
+    operands = SCATTER_SUMS[node.target]
+    values = [[call.value(e) for e in a] if isinstance(a, (list, tuple)) else call.value(a) for a in args]
+    grads = vjp(lambda *xs: node.target(*xs, **node.kwargs), values, q, wrt=operands)
+    shares = {}
+    absorbed = (relevance - q * y).sum() if call.track else None
+    for i, g in zip(operands, grads):
+        if call.is_activation(args[i]):
+            shares[i] = values[i] * g
+        elif absorbed is not None:  # a constant base (the zeros that messages are summed into) or constant values
+            absorbed = absorbed + (values[i] * g).sum()
     if absorbed is not None:
         call.absorb(absorbed)
     return call.assign(shares)
