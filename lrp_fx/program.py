@@ -449,13 +449,21 @@ class ProgramBuilder:
             return
         fn = routing.gradient_fallback if op_rule is None else op_rule.fn
         try:
-            rel = list(fn(call, r))
+            rel = fn(call, r)
         except MissingRuleError:
             raise
         except Exception as err:
             raise RuleError(
                 f"rule {rule.name} failed on node {node.name} ({node.target}) from {user_frame(node)}: {err}"
             ) from err
+        if not isinstance(rel, (list, tuple)):  # a bare tensor would be taken row by row
+            got = "a tensor" if isinstance(rel, Tensor) else type(rel).__name__
+            raise RuleError(
+                f"rule {getattr(fn, '__qualname__', fn)} for {node.target} (node {node.name}) returned {got}; a rule "
+                "returns a list with one relevance (or None) per input of the op: build it with call.first(r) (the "
+                "first input gets r) or call.assign({index: r, ...})"
+            )
+        rel = list(rel)
         if len(rel) != len(call.inputs):
             raise RuleError(
                 f"rule for {node.target} returned {len(rel)} relevances for {len(call.inputs)} tensor inputs"

@@ -50,8 +50,16 @@ _LAYOUTS = ("heatmap", "overlay", "side_by_side", "triptych")
 def _to_numpy(x: Any) -> np.ndarray:
     """Tensor / array / sequence to a float64 numpy array (detached, on the CPU)."""
     if hasattr(x, "detach"):  # torch.Tensor without importing torch
-        x = x.detach().cpu().float().numpy()
+        x = x.detach().cpu().double().numpy()  # float64: float32 would flush tiny maps to zero, overflow huge ones
     return np.asarray(x, dtype=np.float64)
+
+
+def _finite(r: np.ndarray) -> np.ndarray:
+    """NaN as 0 (no evidence either way); +-inf (an overflowed pixel) as the largest finite magnitude of the map with
+    its sign: drawn saturated, not blank, while the finite pixels keep their scale."""
+    finite = np.abs(r[np.isfinite(r)])
+    big = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    return np.nan_to_num(r, nan=0.0, posinf=big, neginf=-big)
 
 
 def _get_cmap(cmap: str | Colormap) -> Colormap:
@@ -79,7 +87,7 @@ def relevance_map(relevance: Any) -> np.ndarray:
         raise ValueError(
             f"relevance must be [H, W], [C, H, W] or [1, C, H, W], got shape {tuple(_to_numpy(relevance).shape)}"
         )
-    return np.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0)
+    return _finite(r)
 
 
 def normalize_relevance(
@@ -91,7 +99,7 @@ def normalize_relevance(
     maximum of ``|R|`` is used, and an all-zero input stays all zero.
     """
     r = _to_numpy(relevance)
-    r = np.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0)
+    r = _finite(r)
     if vmax is None:
         a = np.abs(r)
         vmax = float(np.percentile(a, percentile)) if a.size else 0.0

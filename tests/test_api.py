@@ -418,3 +418,31 @@ def test_option_types_get_clear_errors(cnn):
             lrp_fx.attribute(cnn, x, target=1, memory_budget=bad)
         with pytest.raises(lrp_fx.InputError, match="memory_budget"):
             lrp_fx.export(cnn, x, memory_budget=bad)
+
+
+def test_a_rule_that_returns_a_bare_tensor_or_none_gets_a_clear_error():
+    from lrp_fx.rules.base import Epsilon, Pass
+    from lrp_fx.rules.registry import _RULES
+
+    op = torch.ops.aten.lgamma.default
+    assert op not in _RULES
+
+    class Lgamma(nn.Module):
+        def forward(self, x):
+            return torch.lgamma(x.abs() + 1)
+
+    x = torch.rand(2, 3, dtype=torch.float64)
+    for returned in (lambda r: r, lambda r: None):
+        try:
+
+            @lrp_fx.register_rule(op, group="activation", accepts=(Pass,), default=Pass())
+            def bare(call, relevance, returned=returned):
+                return returned(relevance)
+
+            with pytest.raises(lrp_fx.RuleError, match=r"call\.first\(r\)"):
+                lrp_fx.attribute(Lgamma(), x, target=torch.ones(2, 3, dtype=torch.float64))
+        finally:
+            _RULES.pop(op, None)
+    with pytest.raises(TypeError, match="default=Pass.*accepted rule classes"):
+        lrp_fx.register_rule(op, group="activation", accepts=(Epsilon,), default=Pass())
+    assert op not in _RULES

@@ -346,6 +346,20 @@ def test_box_bounds_are_keyed_by_value():
     torch.testing.assert_close(changed.relevance, ref.relevance, rtol=0, atol=0)
 
 
+def test_reference_tensor_is_keyed_by_value():
+    """``reference=`` is baked into the program like box bounds: changed in place, it must not serve the old one."""
+    model, x = conv_bn(), torch.randn(1, 3, 12, 12)
+    ref = torch.zeros(1, 3, 12, 12)
+    first = lrp_fx.attribute(model, x, target=1, composite="epsilon_plus", reference=ref)
+    again = lrp_fx.attribute(model, x, target=1, composite="epsilon_plus", reference=ref.clone())
+    assert again.program is first.program  # equal values, new tensor: reused
+    ref.fill_(0.5)
+    changed = lrp_fx.attribute(model, x, target=1, composite="epsilon_plus", reference=ref)
+    assert not torch.equal(changed.relevance, first.relevance)
+    expected = fresh(model, x, target=1, composite="epsilon_plus", reference=ref.clone())
+    torch.testing.assert_close(changed.relevance, expected.relevance, rtol=0, atol=0)
+
+
 K = 1  # read by a target function below
 
 

@@ -73,8 +73,10 @@ def test_all_zero_and_non_finite_relevance():
     np.testing.assert_array_equal(out, np.broadcast_to(_cmap_rgb(0.5), (4, 5, 3)))
     r = np.array([[np.nan, np.inf], [-np.inf, 1.0]])
     out = viz.heatmap(r)
-    np.testing.assert_array_equal(out[0, 0], _cmap_rgb(0.5))
-    np.testing.assert_array_equal(out[1, 1], _cmap_rgb(1.0))
+    np.testing.assert_array_equal(out[0, 0], _cmap_rgb(0.5))  # NaN: no evidence either way
+    np.testing.assert_array_equal(out[0, 1], _cmap_rgb(1.0))  # +-inf: saturated with its sign, not blank
+    np.testing.assert_array_equal(out[1, 0], _cmap_rgb(0.0))
+    np.testing.assert_array_equal(out[1, 1], _cmap_rgb(1.0))  # the finite pixels keep their scale
 
 
 def test_channels_are_summed_and_batch_dim_dropped():
@@ -206,3 +208,18 @@ def test_save_text_heatmap_writes_a_page_with_title(tmp_path):
     assert "<title>LRP for &lt;positive&gt;</title>" in page and "<p>class 1 &amp; more</p>" in page
     assert page.count('class="lrp-token"') == 4 and ">playing<" in page and 'data-relevance="1.5"' in page
     assert ">&lt;&amp;&gt;<" in page
+
+
+def test_float64_tensors_keep_their_range_and_inf_saturates():
+    """float64 relevance of tiny or huge magnitude maps like the same numpy array (no float32 flush or overflow);
+    an overflowed (+-inf) pixel is drawn saturated with its sign, a NaN as zero."""
+    import torch
+
+    from lrp_fx.viz import normalize_relevance
+
+    for values in ([1e-46, -2e-46, 0.0], [1e39, -1e39, 1.0]):
+        as_tensor = normalize_relevance(torch.tensor(values, dtype=torch.float64), percentile=100)
+        np.testing.assert_array_equal(as_tensor, normalize_relevance(np.array(values), percentile=100))
+        assert as_tensor[0] > 0 > as_tensor[1]
+    out = normalize_relevance(np.array([np.inf, -np.inf, np.nan, 0.5]), percentile=100)
+    np.testing.assert_array_equal(out, [1.0, -1.0, 0.0, 1.0])

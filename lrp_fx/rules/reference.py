@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, fx
 
 from . import elementwise, linear  # noqa: F401  (registered first: extended below)
-from .base import Rule
+from .base import Rule, _value_key
 from .call import RuleCall, sum_to
 from .linear import Group, Term, _affine, _propagate
 from .registry import aten, get_rule, register_rule
@@ -54,9 +54,17 @@ class Reference(Rule):
     stabilizer: float = 1e-6
     support: ClassVar[str] = "none"
 
-    def __hash__(self) -> int:  # tensors and callables by identity (cache keys), like ZBox's bounds
-        ref = self.reference if isinstance(self.reference, (int, float)) else id(self.reference)
-        return hash((ref, self.stabilizer))
+    # The reference is baked into the program, so the program cache keys a tensor reference by value, as ZBox's
+    # bounds: one changed in place after a build makes a new program (it kept the old values before); callables go
+    # by identity.
+    def _key(self) -> tuple:
+        return (_value_key(self.reference), self.stabilizer)
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._key() == other._key()
 
 
 def _model_input(call: RuleCall, node: fx.Node) -> fx.Node:

@@ -116,6 +116,11 @@ def register_rule(
     """
     if isinstance(ops, (OpOverload, OpOverloadPacket)) or callable(ops) and not isinstance(ops, (list, tuple)):
         ops = [ops]
+    if not isinstance(accepts, tuple) or not all(isinstance(a, type) and issubclass(a, Rule) for a in accepts):
+        raise TypeError(f"accepts must be a tuple of Rule classes, e.g. (Epsilon, Pass), got {accepts!r}")
+    if not isinstance(default, accepts):  # it would only fail at the first attribution otherwise
+        names = ", ".join(a.__name__ for a in accepts)
+        raise TypeError(f"default={default!r} is not one of the accepted rule classes ({names})")
 
     def wrap(fn: RuleFn) -> RuleFn:
         for packet in ops:
