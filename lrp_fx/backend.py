@@ -762,7 +762,9 @@ class LRPBackend:
         self.composite = resolve(composite, overrides, rule_params)
         # a preset on a half-precision graph gets the half-precision stabilisers (composites.precision_defaults);
         # the dtypes are known per graph, so that variant is resolved when a graph needs it
-        self._half_composite = resolve(composite, overrides, precision_defaults(composite, rule_params, {_HALF}))
+        self._half_composite = resolve(
+            composite, overrides, precision_defaults(composite, rule_params, set(HALF_PRECISION))
+        )
         self.options = Options(strict=strict, memory_budget=memory_budget, seed_mode="tensor")
         self.inductor = inductor
         self.reuse_weights = reuse_weights
@@ -845,8 +847,6 @@ class LRPBackend:
 # ops that only a module in training mode emits: batch norm with batch statistics (updating its running ones) and
 # dropout. ``attribute`` and ``export`` switch the model to eval mode themselves; the backend compiles the model as
 # called, so a forgotten ``model.eval()`` would otherwise surface as a missing rule for these ops.
-_HALF = torch.bfloat16
-
 _TRAINING_OPS = {
     torch.ops.aten._native_batch_norm_legit_functional.default: "batch norm with batch statistics",
     torch.ops.aten.native_dropout.default: "dropout",

@@ -16,7 +16,6 @@ activation), filled at run time with a zero-stride view costing no memory.
 from __future__ import annotations
 
 import inspect
-import itertools
 import keyword
 import operator
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from torch.utils import _pytree as pytree
 from torch.utils._sympy.functions import FloorDiv
 
 from . import analysis
-from .api import _split_inputs
+from .api import _float_dtypes, _split_inputs
 from .canonicalize import canonicalize
 from .capture import Captured, OutputSelector, Source, capture, eval_mode
 from .composites import Composite, precision_defaults, resolve, warn_unmatched_overrides
@@ -328,9 +327,7 @@ def export(
     dim = torch.export.Dim("batch")
     specs = [{0: dim} if b else None for b in in_batch]
     arg_spec, kwarg_spec = pytree.tree_unflatten(specs, in_spec)
-    dtypes = {leaf.dtype for leaf in leaves if isinstance(leaf, Tensor) and leaf.is_floating_point()}
-    dtypes |= {p.dtype for p in itertools.islice(model.parameters(), 1)}
-    comp = resolve(composite, overrides, precision_defaults(composite, rule_params, dtypes))
+    comp = resolve(composite, overrides, precision_defaults(composite, rule_params, _float_dtypes(model, leaves)))
     options = Options(strict=strict, memory_budget=memory_budget, seed_mode="tensor")
     warn_unmatched_overrides(comp, model)
     with eval_mode(model):
