@@ -345,22 +345,47 @@ def _value_key(v: Any, depth: int) -> Any:
     raise _Opaque
 
 
-def _function_values(fn: types.FunctionType, depth: int) -> tuple:
-    """The code of ``fn`` and every value its result can depend on besides its arguments: closure cells, defaults,
-    and the globals and builtins it loads."""
-    cells = tuple(_value_key(c.cell_contents, depth) for c in fn.__closure__ or ())  # empty cell: ValueError
-    defaults = tuple(_value_key(d, depth) for d in fn.__defaults__ or ())
-    kwdefaults = tuple((k, _value_key(d, depth)) for k, d in sorted((fn.__kwdefaults__ or {}).items()))
+_UNBOUND = object()  # an empty closure cell, or a global name defined nowhere (an attribute name, or an error)
+
+
+def function_reads(
+    fn: types.FunctionType,
+) -> tuple[list[Any], tuple | None, list[tuple[str, Any]], list[tuple[str, Any]]]:
+    """What ``fn``'s result can depend on besides its arguments and code: its closure cells (``_UNBOUND`` for an
+    empty one), ``__defaults__``, its keyword defaults (sorted) and the globals and builtins it loads (sorted by
+    name; ``_UNBOUND`` where a name is defined nowhere). One walk shared by the program cache's keys
+    (``_function_values``) and ``attribute_dataset``'s configuration digest (``dataset._callable_digest``)."""
+    cells = []
+    for c in fn.__closure__ or ():
+        try:
+            cells.append(c.cell_contents)
+        except ValueError:  # a name the enclosing function assigns later
+            cells.append(_UNBOUND)
+    kwdefaults = sorted((fn.__kwdefaults__ or {}).items())
     builtins = fn.__builtins__ if isinstance(fn.__builtins__, dict) else vars(fn.__builtins__)
     loaded = []
     for name in _global_names(fn.__code__):
         if name in fn.__globals__:
-            loaded.append((name, _value_key(fn.__globals__[name], depth)))
-        elif name in builtins:
-            loaded.append((name, _value_key(builtins[name], depth)))
+            loaded.append((name, fn.__globals__[name]))
         else:
-            loaded.append((name, None))  # not defined (yet): an attribute name, or an error at trace time
-    return ("function", fn.__code__, cells, defaults, kwdefaults, tuple(loaded))
+            loaded.append((name, builtins.get(name, _UNBOUND)))
+    return cells, fn.__defaults__, kwdefaults, loaded
+
+
+def _function_values(fn: types.FunctionType, depth: int) -> tuple:
+    """The code of ``fn`` and every value its result can depend on besides its arguments (``function_reads``),
+    each keyed by value; an empty closure cell is a ``ValueError`` (the function is then keyed as an object)."""
+    cells, defaults, kwdefaults, loaded = function_reads(fn)
+    if any(c is _UNBOUND for c in cells):
+        raise ValueError("empty closure cell")
+    return (
+        "function",
+        fn.__code__,
+        tuple(_value_key(c, depth) for c in cells),
+        tuple(_value_key(d, depth) for d in defaults or ()),
+        tuple((k, _value_key(d, depth)) for k, d in kwdefaults),
+        tuple((name, None if v is _UNBOUND else _value_key(v, depth)) for name, v in loaded),
+    )
 
 
 class _Held:
@@ -477,7 +502,7 @@ def _may_have_tokens(model: nn.Module, leaves: list[Any]) -> bool:
     ints = any(
         isinstance(x, Tensor) and not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool) for x in leaves
     )
-    return ints and any(isinstance(m, nn.Embedding) for m in model.modules())
+    return ints and any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules())
 
 
 def _seed_dtype(program: AttributionProgram) -> torch.dtype:

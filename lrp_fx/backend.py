@@ -51,7 +51,8 @@ import torch
 import torch.fx.traceback as fx_traceback
 from torch import Tensor, fx, nn
 
-from .composites import HALF_PRECISION, Composite, precision_defaults, resolve
+from .capture import module_stack
+from .composites import HALF_PRECISION, Composite, precision_defaults, resolve, warn_unmatched_overrides
 from .errors import InputError, RuleError
 from .export import SizeCarrier, build_program, capture_dynamic, fold_broadcast_bmm
 from .hoist import WeightCache, hoist_weights
@@ -368,6 +369,7 @@ class _Region:
         self.backend = backend
         self.gm = gm
         self.resumed = resumed
+        self.whole = False  # set by the backend: the graph holds the whole forward (no break, not resumed)
         phs = [n for n in gm.graph.nodes if n.op == "placeholder"]
         self.n_args = len(phs)
         self.state: list[int] = []
@@ -799,7 +801,11 @@ class LRPBackend:
         if reason is not None:
             with self._pending_lock:
                 self._pending_breaks.append(reason)
-        return _Region(self, gm, list(example_inputs), _resumed())
+        region = _Region(self, gm, list(example_inputs), _resumed())
+        # a graph that Dynamo neither resumed nor ended at a break holds the whole forward, so an override that
+        # matches none of its modules matches nothing the model runs
+        region.whole = reason is None and not region.resumed
+        return region
 
     def note_eager(self, ops: Counter[str]) -> None:
         with self._pending_lock:
@@ -836,6 +842,8 @@ class LRPBackend:
         for entry in self._programs.get(key, []):
             if entry.matches(user):
                 return entry
+        if region.whole:
+            _warn_unmatched_overrides(comp, captured)
         program = build_program(captured, comp, self.options, float_inputs, canon)
         entry = _Entry(program, carriers, len(user), self)
         self._programs.setdefault(key, []).append(entry)
@@ -888,6 +896,18 @@ def _module_names(captured: Any) -> None:
             continue
         names = {k: (_dynamo_name(str(v[0])), v[1]) for k, v in stack.items()}
         node.meta["nn_module_stack"] = {k: v for k, v in names.items() if v[0] is not None}
+
+
+def _warn_unmatched_overrides(composite: Composite, captured: Any) -> None:
+    """``UnmatchedOverrideWarning`` for overrides that match no module of a whole-model graph (``attribute``'s check,
+    made on the modules the graph's ops came from: a module that runs no op, such as an ``nn.Identity``, counts as
+    unmatched too, and an override on it would have no effect anyway)."""
+    names, types = [""], set()
+    for node in captured.graph.nodes:
+        for name, typ in module_stack(node):
+            names.append(name)
+            types.add(typ)
+    warn_unmatched_overrides(composite, modules=(list(dict.fromkeys(names)), types), what="the compiled model")
 
 
 def _graph_key(captured: Any) -> tuple:

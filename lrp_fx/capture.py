@@ -7,6 +7,7 @@ The model is wrapped (never modified) so that an output selector picks the tenso
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ KEEP_WHOLE = [
     aten.hardtanh.default,
     aten.relu6.default,
     aten.scaled_dot_product_attention.default,  # its math decomposition changes output strides (breaks views)
+    aten.logsumexp.default,  # decomposed, ``x - max`` is zero at the maximum, where a sum's rule divides by it
 ]
 
 OutputSelector = str | int | Callable[[Any], torch.Tensor] | None
@@ -174,7 +176,10 @@ def capture(
         dynamic_shapes = {"leaves": tuple(spec.flatten_up_to((tuple(dynamic_shapes[0]), dict(dynamic_shapes[1]))))}
     elif dynamic_shapes is not None:  # _Selected takes (*args, **kwargs): export wants the spec per parameter name
         dynamic_shapes = {"args": tuple(dynamic_shapes[0])}
-    with eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad(), warnings.catch_warnings():
+        # nn.LSTM/GRU/RNN keep their parameters in a plain list (``_flat_weights``) that they reassign in forward;
+        # torch.export warns about that list though it lifts the parameters themselves correctly
+        warnings.filterwarnings("ignore", message=r"The tensor attributes .*_flat_weights\[", category=UserWarning)
         try:
             ep: ExportedProgram = torch.export.export(
                 wrapped, call_args, call_kwargs, strict=False, dynamic_shapes=dynamic_shapes

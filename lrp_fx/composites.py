@@ -75,12 +75,16 @@ class UnmatchedOverrideWarning(UserWarning):
 
 def unmatched_overrides(composite: Composite, model: nn.Module) -> list[Any]:
     """The override patterns of ``composite`` that match no module of ``model`` (by qualified name or type)."""
-    names = [name for name, _ in model.named_modules()]
-    types = {_type_name(type(m)) for m in model.modules()}
+    return _unmatched(composite, [name for name, _ in model.named_modules()], {type(m) for m in model.modules()})
+
+
+def _unmatched(composite: Composite, names: list[str], types: set[Any]) -> list[Any]:
+    """``types``: module classes or their qualified names (``nn_module_stack`` keeps either, by torch version)."""
+    type_names = {t if isinstance(t, str) else _type_name(t) for t in types}
     unmatched = []
     for pattern, _ in composite.overrides:
         if isinstance(pattern, type):
-            found = _type_name(pattern) in types
+            found = _type_name(pattern) in type_names
         else:
             found = isinstance(pattern, str) and any(fnmatch.fnmatchcase(name, pattern) for name in names)
         if not found and pattern not in unmatched:
@@ -88,23 +92,38 @@ def unmatched_overrides(composite: Composite, model: nn.Module) -> list[Any]:
     return unmatched
 
 
-def warn_unmatched_overrides(composite: Composite, model: nn.Module) -> None:
+def warn_unmatched_overrides(
+    composite: Composite,
+    model: nn.Module | None = None,
+    *,
+    modules: tuple[list[str], set[Any]] | None = None,
+    what: str | None = None,
+) -> None:
     """Warn (``UnmatchedOverrideWarning``) about each override that matches no module of ``model``: an override is
     ignored where it matches nothing, as ``modules=[...]`` with an unknown name is not. A warning and not an error,
-    since a composite may be shared by models that have different modules."""
+    since a composite may be shared by models that have different modules. ``modules=(names, types)`` and ``what``
+    describe the model instead of ``model`` (the compile backend knows the modules of a graph, not the model)."""
     if not composite.overrides:
         return
-    unmatched = unmatched_overrides(composite, model)
+    if model is not None:
+        names = [name for name, _ in model.named_modules()]
+        types: set[Any] = {type(m) for m in model.modules()}
+        what = what or type(model).__name__
+    elif modules is not None:
+        names, types = modules
+    else:
+        raise TypeError("warn_unmatched_overrides needs a model or modules=(names, types)")
+    unmatched = _unmatched(composite, names, types)
     if not unmatched:
         return
-    names = [name for name, _ in model.named_modules() if name]
+    names = [n for n in names if n]
     sample = ", ".join(repr(n) for n in names[:: max(1, len(names) // 5)][:5]) or "(none)"
     for pattern in unmatched:
         close = [] if isinstance(pattern, type) else difflib.get_close_matches(str(pattern), names, n=3)
-        what = f"type {pattern.__qualname__}" if isinstance(pattern, type) else repr(pattern)
+        label = f"type {pattern.__qualname__}" if isinstance(pattern, type) else repr(pattern)
         hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
         warnings.warn(
-            f"override {what} matches no module of {type(model).__name__} and is ignored; {hint}overrides take a "
+            f"override {label} matches no module of {what} and is ignored; {hint}overrides take a "
             f"module's qualified name (a glob pattern) or its type; module names look like {sample}",
             UnmatchedOverrideWarning,
             stacklevel=3,
@@ -112,8 +131,16 @@ def warn_unmatched_overrides(composite: Composite, model: nn.Module) -> None:
 
 
 def _base(stabilizer: float) -> dict[str, Rule]:
-    # Zennit's layer_map_base: activations Pass, sums and average pools Norm, (unfolded) batch norm Pass.
-    return {"activation": Pass(), "add": Norm(stabilizer), "pool": Norm(stabilizer), "batchnorm": Pass()}
+    # Zennit's layer_map_base: activations Pass, sums and average pools Norm, (unfolded) batch norm Pass. Norms with
+    # their own statistics (layer, group, instance norm; not in Zennit's map) take the epsilon rule with the
+    # normaliser constant, as in the transformer presets and as a hand-written norm gets.
+    return {
+        "activation": Pass(),
+        "add": Norm(stabilizer),
+        "pool": Norm(stabilizer),
+        "batchnorm": Pass(),
+        "layernorm": Epsilon(stabilizer),
+    }
 
 
 def preset(name: str, **params: Any) -> Composite:

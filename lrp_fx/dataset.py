@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .api import _global_names
+from .api import _UNBOUND, function_reads
 from .composites import Composite, resolve
 from .errors import InputError
 
@@ -404,11 +404,12 @@ def _callable_digest(fn: Any, depth: int = 0) -> str:
         h.update(_stable_repr((fn.args, sorted(fn.keywords.items())), depth).encode())
     elif isinstance(fn, types.FunctionType) and depth < 4:
         h.update(_code_digest(fn.__code__).encode())
-        cells = [c.cell_contents for c in fn.__closure__ or () if _cell_filled(c)]
-        h.update(_stable_repr((cells, fn.__defaults__, sorted((fn.__kwdefaults__ or {}).items())), depth).encode())
-        for name in _global_names(fn.__code__):
-            if name in fn.__globals__:
-                h.update(f"{name}={_stable_repr(fn.__globals__[name], depth)}".encode())
+        cells, defaults, kwdefaults, loaded = function_reads(fn)
+        cells = [c for c in cells if c is not _UNBOUND]
+        h.update(_stable_repr((cells, defaults, kwdefaults), depth).encode())
+        for name, value in loaded:
+            if name in fn.__globals__:  # builtins are the same in every process
+                h.update(f"{name}={_stable_repr(value, depth)}".encode())
     else:
         h.update(type(fn).__qualname__.encode())
     return h.hexdigest()[:12]
@@ -417,14 +418,6 @@ def _callable_digest(fn: Any, depth: int = 0) -> str:
 def _code_digest(code: types.CodeType) -> str:
     consts = [_code_digest(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
     return hashlib.sha256(repr((code.co_code, consts, code.co_names, code.co_varnames)).encode()).hexdigest()
-
-
-def _cell_filled(cell: Any) -> bool:
-    try:
-        cell.cell_contents  # noqa: B018 - an empty cell raises
-    except ValueError:
-        return False
-    return True
 
 
 def _stable_repr(v: Any, depth: int) -> str:

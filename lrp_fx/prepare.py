@@ -1,11 +1,13 @@
 """Graph preparation for transformers: what carries relevance, and ops rewritten into the form rules expect.
 
-Runs on the captured graph after ``canonicalize`` (``lrp_fx.api`` calls ``prepare(captured)``). Three rewrites and one
+Runs on the captured graph after ``canonicalize`` (``lrp_fx.api`` calls ``prepare(captured)``). Four rewrites and one
 marking pass; each is exact (the graph computes the same values):
 
 * ``matmul_to_linear``: ``mm(x, W)`` and ``addmm(b, x, W)`` with a constant ``W`` (a parameter, buffer or anything not
   computed from a model input), as ``x @ W`` and GPT-2's ``Conv1D`` decompose, become ``linear(x, W^T, b)``, so they
   get the linear-family rules and the composite's choice for dense layers.
+* ``embedding_bag_to_lookup``: ``nn.EmbeddingBag`` in ``sum``/``mean`` mode becomes ``embedding(W, ids)`` summed per
+  bag with ``index_add`` (divided by the bag sizes for ``mean``), so its ids get per-token relevance too.
 * ``hoist_embedding_indices``: ``embedding(W, f(ids))`` with ``f`` a chain of reshapes, slices or permutations of an
   integer model input becomes ``f'(embedding(W, ids))`` (``f'`` the same ops on a tensor with a trailing hidden
   dimension), so the token ids feed the embedding directly and can receive per-token relevance
@@ -15,6 +17,8 @@ marking pass; each is exact (the graph computes the same values):
 
   - ``"mask"``: every non-floating result (boolean masks, comparisons, integer indices, positions);
   - ``"shape"``: values that only use an input's shape (``full_like``, ``zeros_like``, ``new_ones``, ...);
+  - ``"step"``: piecewise-constant functions (``sign``, ``sgn``, ``heaviside``), whose derivative is zero wherever it
+    exists: ``sign(z) * relu(|z|)`` (``lp_pool``) hands all its relevance to ``relu(|z|)``;
   - ``"normaliser"``: the root of a statistic that an activation is divided by or multiplied with, i.e. ``rsqrt``,
     ``sqrt`` or ``pow(., +-0.5)`` of an expression built from a reduction (``mean``, ``sum``, ``var``) plus or times
     constants, and vector norms. RMS norm (``x * rsqrt(mean(x^2) + eps) * w``) then becomes the identity on ``x``,
@@ -27,7 +31,8 @@ marking pass; each is exact (the graph computes the same values):
     ``hardsigmoid``: a value in [0, 1]) and ``a`` is not, ``g`` is a gate (squeeze-excitation in EfficientNet,
     MobileNetV3 and RegNetY; LSTM and GLU gates). Following Arras et al. (2017, "signal-take-all"), the gate is
     constant and all relevance goes to the gated signal: splitting it uniformly would hand half of it to the
-    gate's logits, where ``R / stab(g)`` explodes for gates near zero.
+    gate's logits, where ``R / stab(g)`` explodes for gates near zero. The complement ``1 - g`` of such a gate is a
+    gate too (a GRU's state update ``(1 - z) * h + z * q``).
   - ``"decay"``: in a product of two activations (``mul``, or ``bmm``/``mm`` from an ``einsum``), a factor that is
     the output of ``exp`` (through slices, reshapes, permutations and casts) is a state-space decay, the
     discretised state matrix ``exp(dt * A)`` of Mamba's selective scan and Mamba-2's chunked scan. Following
@@ -75,6 +80,10 @@ SHAPE_ONLY = {
     aten.sym_size.int,
     aten.sym_numel.default,
 }
+
+# piecewise-constant functions: their value carries no relevance (the derivative is zero wherever it exists), so a
+# product ``sign(z) * f(z)`` (``lp_pool``'s decomposition) hands all of its relevance to ``f(z)``
+STEP_FUNCTIONS = {aten.sign.default, aten.sgn.default, aten.heaviside.default}
 
 # element-wise ops, for recognising decomposed activations (gates)
 ELEMENTWISE = {
@@ -154,6 +163,7 @@ def prepare(captured: Captured) -> dict[str, int]:
     inputs = set(input_nodes(captured).values())
     counts = {
         "matmuls_to_linear": matmul_to_linear(gm, input_dependent(gm.graph, inputs)),
+        "embedding_bags_to_lookups": embedding_bag_to_lookup(gm),
         "embedding_indices_hoisted": hoist_embedding_indices(gm, inputs),
     }
     counts["constants_marked"] = mark_constants(gm, input_dependent(gm.graph, inputs))
@@ -276,6 +286,101 @@ def hoist_embedding_indices(gm: fx.GraphModule, inputs: set[fx.Node]) -> int:
     return done
 
 
+_EMBEDDING_BAGS = {aten._embedding_bag.default, aten._embedding_bag_forward_only.default}
+_BAG_MODES = {0: "sum", 1: "mean"}  # mode 2 (max) has no rewrite: a MissingRuleError names the op
+
+
+def _call(
+    graph: fx.Graph, target: Any, args: tuple, kwargs: dict | None = None, like: fx.Node | None = None
+) -> fx.Node:
+    """Insert ``target(*args, **kwargs)`` with its fake ``val`` (later passes read dtypes and shapes from it)."""
+    node = graph.call_function(target, args, kwargs or {})
+    if like is not None:
+        node.meta.update({k: v for k, v in like.meta.items() if k != "val"})
+    vals = [a.meta.get("val") for a in node.all_input_nodes]
+    mode = next((v.fake_mode for v in vals if hasattr(v, "fake_mode")), None)
+    if mode is not None and all(v is not None for v in vals):
+        fake = {a: a.meta["val"] for a in node.all_input_nodes}
+        with mode:
+            node.meta["val"] = target(*fx.node.map_arg(args, fake.get), **fx.node.map_arg(kwargs or {}, fake.get))
+    return node
+
+
+def embedding_bag_to_lookup(gm: fx.GraphModule) -> int:
+    """``_embedding_bag(W, ids, offsets, ..., mode)`` in mode ``sum`` or ``mean`` (``nn.EmbeddingBag``, the text
+    classifier of the PyTorch tutorials) becomes ``embedding(W, ids)`` summed per bag with ``index_add`` (divided by
+    the bag's size for ``mean``), so the token ids feed an embedding (per-token relevance) and the bag's sum takes
+    the sum rule. ``per_sample_weights`` multiply the looked-up rows, ``padding_idx`` rows are zeroed by a mask.
+    Exact. Only the bag output may be used (not the bag indices it also returns)."""
+    graph = gm.graph
+    done = 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in _EMBEDDING_BAGS:
+            continue
+        names = ["weight", "indices", "offsets", "scale_grad_by_freq", "mode", "sparse", "per_sample_weights"]
+        names += ["include_last_offset", "padding_idx"]
+        a = dict(zip(names, node.args))
+        a.update(node.kwargs)
+        mode, psw = _BAG_MODES.get(a.get("mode", 0)), a.get("per_sample_weights")
+        users = list(node.users)
+        ids, offsets, weight = a["indices"], a["offsets"], a["weight"]
+        vals = [_val(ids), _val(offsets), _val(weight)]
+        if vals[2] is None or not isinstance(vals[2].shape[1], int):
+            continue
+        if (
+            mode is None
+            or any(u.target is not operator.getitem or u.args[1] != 0 for u in users)
+            or any(v is None for v in vals)
+            or vals[0].dim() != 1
+        ):
+            continue
+        padding, fdtype = a.get("padding_idx"), vals[2].dtype
+        with graph.inserting_before(node):
+            # sizes come from tensors (``*_like``), never as numbers: under ``lrp_fx.export`` they are symbolic
+            rows = _call(graph, aten.embedding.default, (weight, ids), like=node)
+            keep = None
+            if padding is not None and padding >= 0:  # padding rows count neither in the sum nor in the size
+                keep = _call(graph, aten.ne.Scalar, (ids, padding), like=node)
+                keep = _call(graph, aten._to_copy.default, (keep,), {"dtype": fdtype}, like=node)
+                keep.meta[CONSTANT_KEY] = "mask"  # computed from the ids, but a mask: it carries no relevance
+                rows = _call(graph, aten.mul.Tensor, (rows, _call(graph, aten.unsqueeze.default, (keep, 1))), like=node)
+            if psw is not None:
+                scale = _call(graph, aten.unsqueeze.default, (psw, 1), like=node)
+                rows = _call(graph, aten.mul.Tensor, (rows, scale), like=node)
+            starts = offsets
+            if a.get("include_last_offset"):
+                starts = _call(graph, aten.slice.Tensor, (offsets, 0, 0, -1), like=node)
+            # bag of each row: how many bag starts are at or before its position, minus one
+            pos = _call(graph, aten.cumsum.default, (_call(graph, aten.ones_like.default, (ids,)), 0), like=node)
+            after = _call(
+                graph,
+                aten.gt.Tensor,
+                (_call(graph, aten.unsqueeze.default, (pos, 1)), _call(graph, aten.unsqueeze.default, (starts, 0))),
+                like=node,
+            )
+            bag = _call(graph, aten.sub.Tensor, (_call(graph, aten.sum.dim_IntList, (after, [1])), 1), like=node)
+            grid = _call(
+                graph,
+                aten.expand.default,
+                (_call(graph, aten.unsqueeze.default, (starts, 1)), [-1, int(vals[2].shape[1])]),
+            )
+            zeros = _call(graph, aten.zeros_like.default, (grid,), {"dtype": fdtype}, like=node)
+            out = _call(graph, aten.index_add.default, (zeros, 0, bag, rows), like=node)
+            if mode == "mean":
+                ones = keep if keep is not None else _call(graph, aten.ones_like.default, (ids,), {"dtype": fdtype})
+                empty = _call(graph, aten.zeros_like.default, (starts,), {"dtype": fdtype}, like=node)
+                size = _call(graph, aten.index_add.default, (empty, 0, bag, ones), like=node)
+                size = _call(graph, aten.clamp_min.default, (size, 1), like=node)
+                size.meta[CONSTANT_KEY] = "mask"  # the bag sizes: a count
+                out = _call(graph, aten.div.Tensor, (out, _call(graph, aten.unsqueeze.default, (size, 1))), like=node)
+        for u in users:
+            u.replace_all_uses_with(out)
+            graph.erase_node(u)
+        graph.erase_node(node)
+        done += 1
+    return done
+
+
 # -- marking -----------------------------------------------------------------------------------------------------------
 def _non_float(node: fx.Node) -> bool:
     val = _val(node)
@@ -308,11 +413,23 @@ def _scaled_copy_of(node: Any, root: fx.Node, dependent: set[fx.Node]) -> bool:
     return True
 
 
+def _is_one(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == 1
+
+
 def _is_gate(node: Any) -> bool:
     """Whether ``node`` is a sigmoid-type function's output, possibly reshaped (``g[:, :, None, None]``)."""
     while isinstance(node, fx.Node) and node.op == "call_function" and node.target in _INDEX_CHAIN:
         node = node.args[0]
-    return isinstance(node, fx.Node) and node.op == "call_function" and node.target in GATE_FUNCTIONS
+    if not (isinstance(node, fx.Node) and node.op == "call_function"):
+        return False
+    # 1 - g: the complementary gate, in [0, 1] too (a GRU's (1 - z) * h); captured as sub(1, g) or rsub(g, 1)
+    if not node.kwargs and len(node.args) == 2:
+        if node.target is aten.sub.Tensor and _is_one(node.args[0]):
+            return _is_gate(node.args[1])
+        if node.target is aten.rsub.Scalar and _is_one(node.args[1]):
+            return _is_gate(node.args[0])
+    return node.target in GATE_FUNCTIONS
 
 
 # ops between a router's top-k values and the product with an expert's output (reshapes, casts, normalisation)
@@ -360,9 +477,12 @@ def mark_constants(gm: fx.GraphModule, dependent: set[fx.Node]) -> int:
         if node.op != "call_function" or node not in dependent:
             continue
         if _non_float(node):
-            mark(node, "mask")
+            if not (node.target in _INDEX_CHAIN and _feeds_lookup(node)):  # token ids reshaped for a lookup
+                mark(node, "mask")
         elif node.target in SHAPE_ONLY:
             mark(node, "shape")
+        elif node.target in STEP_FUNCTIONS:
+            mark(node, "step")
         elif is_normaliser(node, dependent):
             mark(node, "normaliser")
         elif node.target is aten.mul.Tensor and all(a in dependent for a in node.args[:2]):
@@ -407,6 +527,19 @@ def token_inputs(captured: Captured) -> list[int]:
         val = _val(ph)
         if not isinstance(val, torch.Tensor) or val.is_floating_point() or val.is_complex() or val.dtype is torch.bool:
             continue
-        if any(u.op == "call_function" and u.target is aten.embedding.default and u.args[1] is ph for u in ph.users):
+        if _feeds_lookup(ph):
             found.append(i)
     return sorted(found)
+
+
+def _feeds_lookup(node: fx.Node, depth: int = 0) -> bool:
+    """Whether ``node`` (or a reshape of it) is the indices of an embedding or of an embedding bag (an unrewritten
+    bag, ``mode="max"``, then fails with a ``MissingRuleError`` that names it, not as an input without relevance)."""
+    for u in node.users:
+        if u.op != "call_function":
+            continue
+        if (u.target is aten.embedding.default or u.target in _EMBEDDING_BAGS) and u.args[1] is node:
+            return True
+        if u.target in _INDEX_CHAIN and depth < 4 and _feeds_lookup(u, depth + 1):
+            return True
+    return False

@@ -227,6 +227,30 @@ def test_overrides_match_module_names_and_types(key):
     assert (rel - plain.relevance).abs().max() > 1e-3  # the override changed something
 
 
+def test_overrides_matching_no_module_warn_on_a_whole_graph_only():
+    from lrp_fx.composites import UnmatchedOverrideWarning
+
+    x = torch.randn(2, 3, 12, 12)
+    be = lrp_fx.backend(
+        "epsilon", overrides={"haed": lrp_fx.rules.Flat(), nn.GELU: lrp_fx.rules.Pass()}, inductor=False
+    )
+    with pytest.warns(UnmatchedOverrideWarning) as record:
+        _relevance(torch.compile(CNN().eval(), backend=be), x)
+    messages = [str(w.message) for w in record if issubclass(w.category, UnmatchedOverrideWarning)]
+    assert len(messages) == 2
+    assert "'haed' matches no module of the compiled model" in messages[0] and "did you mean 'head'" in messages[0]
+    assert "type GELU" in messages[1]
+    with warnings.catch_warnings():  # matching overrides: silent
+        warnings.simplefilter("error", UnmatchedOverrideWarning)
+        good = lrp_fx.backend("epsilon", overrides={"head": lrp_fx.rules.Flat(), nn.ReLU: lrp_fx.rules.Pass()})
+        _relevance(torch.compile(CNN().eval(), backend=good, fullgraph=True), x)
+    # across a graph break each graph holds part of the model: an override of the other part is not reported
+    split = lrp_fx.backend("epsilon", overrides={"c": lrp_fx.rules.Flat()}, inductor=False)
+    with warnings.catch_warnings(), pytest.warns(GraphBreakWarning):
+        warnings.simplefilter("error", UnmatchedOverrideWarning)
+        _relevance(torch.compile(TwoLinear().eval(), backend=split), torch.randn(4, 6))
+
+
 def test_memory_budget_recomputations_stay_in_the_relevance_part():
     model = CNN().eval()
     x = torch.randn(2, 3, 12, 12)

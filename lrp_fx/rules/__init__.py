@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (registration)
     misc,
     norm,
     pointwise,
+    reductions,
     reference,
     routing,
 )

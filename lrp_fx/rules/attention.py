@@ -79,20 +79,33 @@ _ATTENTION_PATH = {
 }
 
 
-def from_softmax(call: RuleCall, node: Any) -> bool:
-    """Whether ``node`` is a softmax output reached through reshapes, casts, masking or constant scaling."""
+def softmax_source(call: RuleCall, node: Any) -> fx.Node | None:
+    """The softmax whose output ``node`` is, reached through reshapes, casts, masking or constant scaling; else
+    ``None``."""
     for _ in range(32):
         if not isinstance(node, fx.Node) or node.op != "call_function":
-            return False
+            return None
         if node.target is aten._softmax.default:
-            return True
+            return node
         if node.target not in _ATTENTION_PATH:
-            return False
+            return None
         acts = [a for a in node.all_input_nodes if call.is_activation(a)]
         if len(acts) != 1:
-            return False
+            return None
         node = acts[0]
-    return False
+    return None
+
+
+def from_softmax(call: RuleCall, node: Any) -> bool:
+    """Whether ``node`` is a softmax output reached through reshapes, casts, masking or constant scaling."""
+    return softmax_source(call, node) is not None
+
+
+def from_stopped_softmax(call: RuleCall, node: Any) -> bool:
+    """Whether ``node`` is the output of a softmax whose rule is ``Stop`` (CP-LRP: attention weights are constants):
+    a constant factor in any product."""
+    source = softmax_source(call, node)
+    return source is not None and isinstance(call.rule_of(source), Stop)
 
 
 def _dense(t: Tensor) -> bool:
@@ -214,12 +227,36 @@ def softmax(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     """
     rule = call.rule
     if isinstance(rule, Stop):
+        if call.track:  # whatever reaches a constant stays there: recorded, never lost silently
+            call.absorb(relevance)
         return call.assign({})
     if isinstance(rule, Pass):
         return call.first(relevance)
     x = call.arg(0)
     s = call.out()
     r = softmax_taylor(x, s.to(x.dtype), relevance.to(x.dtype), call.node.args[1])
+    if call.track:
+        call.absorb(relevance - r)
+    return call.first(r)
+
+
+@register_rule(aten._log_softmax.default, group="log_softmax", accepts=(Taylor, Pass), default=Taylor())
+def log_softmax(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``y = log_softmax(x, dim) = x - logsumexp(x)``, most often a classifier's last op.
+
+    * ``Taylor`` (the softmax rule's derivation, gradient times input with each output's relevance normalised by its
+      value): ``R_x = x * (q - s * sum_dim(q))`` with ``q = R / stab(y)`` and ``s = exp(y)``. Explaining class ``c``
+      (``R = onehot(c) * y``) gives ``q = onehot(c)`` and ``R_x = x * (onehot(c) - s)``: the logit of ``c`` for, every
+      logit against in proportion to its probability, whatever the sign of ``log p_c``. Not conservative; the
+      difference is recorded as absorbed. Its own group (not ``softmax``), so CP-LRP's constant attention leaves it.
+    * ``Pass``: ``R_x = R`` (explain the log-probability as if it were the logit; conservative).
+    """
+    if isinstance(call.rule, Pass):
+        return call.first(relevance)
+    x = call.arg(0)
+    y = call.out().to(x.dtype)
+    q = relevance.to(x.dtype) / stabilize(y)
+    r = softmax_taylor(x, y.exp(), q, call.node.args[1])
     if call.track:
         call.absorb(relevance - r)
     return call.first(r)

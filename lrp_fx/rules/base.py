@@ -86,25 +86,33 @@ class WSquare(Rule):
     stabilizer: float = 1e-6
 
 
-@dataclass(frozen=True)
-class ZBox(Rule):
+class KeyedByValue:
+    """Equality and hash over ``_value_key`` of the fields named in ``value_fields``, for rule objects holding values
+    that are baked into the program (bounds, references): the program cache then keys them by value, so equal values
+    computed anew in every call, ``(0 - mean) / std``, reuse one program, and a tensor changed in place after a build
+    makes a new one. Tensors beyond ``_BY_VALUE`` elements go by identity. Subclasses are ``eq=False`` dataclasses
+    (a generated ``__eq__`` would replace this one) listing the mixin before ``Rule``."""
+
+    value_fields: ClassVar[tuple[str, ...]] = ()
+
+    def _key(self) -> tuple:
+        return tuple(_value_key(getattr(self, f)) for f in self.value_fields)
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._key() == other._key()  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, eq=False)
+class ZBox(KeyedByValue, Rule):
     """LRP-z^B for inputs bounded by ``low`` and ``high`` (floats or tensors broadcastable to one sample)."""
 
     low: Any = 0.0
     high: Any = 1.0
     stabilizer: float = 1e-6
-
-    # The bounds' values are baked into the program (``rules/linear.py: _constant``), so the program cache keys them
-    # by value: equal bounds computed anew in every call, ``(0 - mean) / std``, reuse one program, and bounds changed
-    # in place after a build make a new one. Tensors beyond ``_BY_VALUE`` elements go by identity.
-    def _bounds_key(self) -> tuple:
-        return (_value_key(self.low), _value_key(self.high), self.stabilizer)
-
-    def __hash__(self) -> int:
-        return hash(self._bounds_key())
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._bounds_key() == other._bounds_key()
+    value_fields: ClassVar[tuple[str, ...]] = ("low", "high", "stabilizer")  # the bounds are baked into the program
 
 
 _BY_VALUE = 1 << 20

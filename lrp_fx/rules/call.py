@@ -79,6 +79,11 @@ class RuleCall:
         """Whether ``n`` depends on a model input (only activations receive relevance)."""
         return isinstance(n, fx.Node) and n in self._builder.activations
 
+    def rule_of(self, n: Any) -> Rule | None:
+        """The rule assigned to node ``n`` (``None`` if it has none: a constant, or a node relevance never reaches)."""
+        assigned = self._builder.assignment.get(n) if isinstance(n, fx.Node) else None
+        return assigned[1] if assigned is not None else None
+
     def nonneg(self, n: Any) -> bool:
         """Whether ``n`` is provably >= 0 (output of ReLU, max-pool of such, ...)."""
         return isinstance(n, fx.Node) and n in self._builder.nonneg

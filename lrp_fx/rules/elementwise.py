@@ -11,6 +11,7 @@ import operator
 import torch
 from torch import Tensor, fx
 
+from .attention import from_stopped_softmax
 from .autodiff import vjp
 from .base import ConstantGate, Epsilon, Norm, Pass, UniformProduct
 from .call import RuleCall, sum_to
@@ -35,8 +36,19 @@ ACTIVATIONS = [
     aten.clamp.default,
     aten.clamp_min.default,
     aten.clamp_max.default,
+    # tensor bounds are thresholds (like a ReLU's zero), not summands: they receive no relevance
+    aten.clamp.Tensor,
+    aten.clamp_min.Tensor,
+    aten.clamp_max.Tensor,
     aten.relu6.default,
     aten.log_sigmoid_forward.default,
+    # rounding (fake quantisation ``round(x / s) * s``, straight-through estimators): monotone, following the
+    # identity up to the rounding step, so relevance passes through like any activation
+    aten.round.default,
+    aten.round.decimals,
+    aten.floor.default,
+    aten.ceil.default,
+    aten.trunc.default,
 ]
 
 # Activations with f(0) = 0: an input of zero gives an output of zero, so "relevance vanishes where the value does"
@@ -94,8 +106,8 @@ def proportional_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
 # Scattered sums (graph message passing: ``out.index_add_(0, dst, msg)``, ``scatter_add``, ``scatter_reduce(...,
 # "sum")``, ``x[idx] += v``): the output is linear in the base and the scattered values together, so the sum's rule
 # applies per output position: ``q = R / stab(y)``, each input gets ``input * J^T q`` (the base its own positions, a
-# scattered value ``s_i * q[idx_i]``). Shares sum to ``q * y``. Overwrites (``index_put`` without ``accumulate``,
-# where duplicate indices make the result order-dependent) and non-linear reductions (prod, amax, amin) are refused.
+# scattered value ``s_i * q[idx_i]``). Shares sum to ``q * y``. Overwrites (``index_put`` without ``accumulate``) are
+# routing instead (``_index_overwrite``); non-linear reductions (prod, amax, amin) are refused.
 SCATTER_SUMS = {
     aten.index_put.default: (0, 2),  # (self, indices, values, accumulate)
     aten.index_add.default: (0, 3),  # (self, dim, index, source, alpha)
@@ -111,10 +123,7 @@ def scatter_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     node = call.node
     args = list(node.args)
     if node.target is aten.index_put.default and not (args[3] if len(args) > 3 else node.kwargs.get("accumulate")):
-        raise ValueError(
-            "index_put without accumulate=True overwrites (x[idx] = v): no relevance rule; for a sum write "
-            "x.index_put_(idx, v, accumulate=True) or x.index_add_(...)"
-        )
+        return _index_overwrite(call, relevance)
     if node.target is aten.scatter_reduce.two and args[4] not in ("sum", "mean"):
         raise ValueError(f"scatter_reduce with reduce={args[4]!r} is not a sum: no relevance rule (sum, mean have one)")
     rule = call.rule
@@ -133,6 +142,36 @@ def scatter_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
             absorbed = absorbed + (values[i] * g).sum()
     if absorbed is not None:
         call.absorb(absorbed)
+    return call.assign(shares)
+
+
+def _index_overwrite(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``y = x.index_put(idx, v)`` (``x[idx] = v``): routing. A written position's relevance goes to the value written
+    there, every other position's to ``x``. Where an index repeats, which write wins is unspecified (and differs
+    between devices), so the writes to one position share its relevance equally; a broadcast value collects the
+    relevance of every position it was written to. Exactly conservative; a constant value keeps (absorbs) its share.
+    """
+    node = call.node
+    indices, values = call.value(node.args[1]), call.value(node.args[2])
+    # how many writes land on each position (index_put broadcasts the values over the indexed shape)
+    writes = aten.index_put.default(torch.zeros_like(relevance), indices, torch.ones_like(values).to(relevance), True)
+    # the gradient of an overwrite with respect to the values gathers the cotangent at the written positions
+    (grad_values,) = vjp(
+        lambda v: aten.index_put.default(torch.zeros_like(relevance), indices, v, False),
+        (values.to(relevance),),
+        relevance / writes.clamp(min=1),
+        wrt=(0,),
+    )
+    shares: dict[int, Tensor] = {}
+    kept: Tensor | float = 0.0
+    if call.is_activation(node.args[0]):
+        shares[0] = torch.where(writes > 0, torch.zeros_like(relevance), relevance)
+        kept = shares[0].sum()
+    if call.is_activation(node.args[2]):
+        shares[2] = grad_values.to(values.dtype)
+        kept = kept + grad_values.sum()
+    if call.track:
+        call.absorb(relevance.sum() - kept)
     return call.assign(shares)
 
 
@@ -175,11 +214,17 @@ def product(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
       (the epsilon rule of a diagonal linear map, ``x * (c * R / (c * x)) = R``).
     * Both factors activations (gates, attention): each receives ``R / 2`` (AttnLRP's uniform rule), reduced to its
       shape if it was broadcast.
+    * A factor computed by a softmax whose rule is ``Stop`` (``cplrp``: attention weights are constants) is
+      constant: the other factor receives all of ``R`` (RAFT's convex upsampling, ``softmax(mask) * patches``).
     * ``ConstantGate``: where exactly one of two activation factors is a gate (``is_gate``: ``silu``, ``gelu``,
       ``sigmoid``, ... output), the gate is constant and the other factor receives all of ``R``.
     """
     a, b = call.node.args[0], call.node.args[1]
     act = [call.is_activation(a), call.is_activation(b)]
+    if act[0] and act[1]:  # a softmax the composite stops (CP-LRP) is a constant here too, as in matrix products
+        stopped = [from_stopped_softmax(call, a), from_stopped_softmax(call, b)]
+        if stopped[0] != stopped[1]:
+            act = [not stopped[0], not stopped[1]]
     if act[0] and act[1] and isinstance(call.rule, ConstantGate):
         gate = [is_gate(a), is_gate(b)]
         if gate[0] != gate[1]:
@@ -236,14 +281,18 @@ def batch_norm(call: RuleCall, relevance: list) -> list[Tensor | None]:
     return call.first(r_x)
 
 
-@register_rule(aten.native_layer_norm.default, group="layernorm", accepts=(Pass, Epsilon), default=Pass())
+@register_rule(aten.native_layer_norm.default, group="layernorm", accepts=(Pass, Epsilon), default=Epsilon())
 def layer_norm(call: RuleCall, relevance: list) -> list[Tensor | None]:
     """``y = (x - mean) * rstd * gamma + beta`` with the normaliser ``rstd`` constant.
 
-    * ``Pass``: the centring counts as element-wise, ``R_x = (y - beta) * R / stab(y)`` (eps 1e-6);
-    * ``Epsilon(eps)`` (CP-LRP's and AttnLRP's rule, used by those presets): the epsilon rule on the map made linear,
-      centring included: ``v = gamma * rstd * R / stab(y)``, ``R_x = x * (v - mean(v))`` over the normalised dims
-      (what a hand-written layer norm with a constant normaliser gets).
+    * ``Epsilon(eps)`` (the default, every preset; CP-LRP's and AttnLRP's rule): the epsilon rule on the map made
+      linear, centring included: ``v = gamma * rstd * R / stab(y)``, ``R_x = x * (v - mean(v))`` over the normalised
+      dims (what a hand-written layer norm with a constant normaliser gets). Proportional to ``x``, as the layer
+      before expects: its own rule divides by ``x``.
+    * ``Pass``: the centring counts as element-wise, ``R_x = (y - beta) * R / stab(y)`` (eps 1e-6). Not
+      proportional to ``x``: a layer before it divides relevance that does not vanish where ``x`` does by ``x``,
+      and in a stack of normalised convolutions (RAFT's encoders) the relevance grows by orders of magnitude per
+      layer.
 
     Both give ``sum R_x = sum (y - beta) * R / stab(y)``; ``beta`` absorbs the rest."""
     r = relevance[0]

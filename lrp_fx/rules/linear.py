@@ -278,6 +278,15 @@ UPSAMPLE_OPS = [
 # stab(J 1))``, which is ``J^T R`` (the weights of each output sum to one). Conservative up to the stabiliser.
 register_rule(UPSAMPLE_OPS, group="pool", accepts=(Norm, Epsilon, Flat), default=Norm())(average_pool)
 
+# Sampling at given grid positions (``F.grid_sample``: spatial transformers, deformable sampling, optical-flow
+# warping) is linear in the sampled image for a fixed grid: each output is a weighted sum of the input pixels around
+# its grid point (bilinear or bicubic weights, or a single pixel for nearest; out-of-bounds reads of ``zeros`` padding
+# contribute nothing). So it takes the same rules, conservative up to the stabiliser. The grid says *where* to read,
+# like an index, and receives no relevance even when it is computed from the input (a spatial transformer's
+# localisation network): the relevance of every output goes to the pixels it was read from.
+GRID_SAMPLERS = [aten.grid_sampler_2d.default, aten.grid_sampler_3d.default]
+register_rule(GRID_SAMPLERS, group="pool", accepts=(Norm, Epsilon, Flat), default=Norm())(average_pool)
+
 
 def _kernel_relevance(call: RuleCall, x: Tensor, w: Tensor, b: Tensor | None, relevance: Tensor) -> Tensor | None:
     """The same rule through the Triton kernels of ``kernels/`` (CUDA), or ``None`` where they do not apply.

@@ -5,6 +5,9 @@
   it was read from, and an input element read several times collects the relevance of all its copies. Conservative:
   ``sum R_x = sum R``. Met in ``convnext_*``, where the decomposition of ``adaptive_avg_pool2d`` on a channels-last
   tensor re-strides the pooled mean.
+* ``topk``, ``sort``, ``max.dim``/``min.dim`` and the order statistics ``median``, ``nanmedian``, ``kthvalue``,
+  ``mode``: every output value is a copy of one input element, so the same exact routing applies (the relevance of
+  a median goes to the element that is the median).
 """
 
 from __future__ import annotations
@@ -20,6 +23,14 @@ MISC_ROUTING_OPS = [
     aten.sort.stable,
     aten.max.dim,
     aten.min.dim,
+    # order statistics: each output value is a copy of one input element (``median`` over everything returns the
+    # value only, and its gradient still picks one element), so they route exactly like ``max.dim``
+    aten.median.dim,
+    aten.median.default,
+    aten.nanmedian.dim,
+    aten.nanmedian.default,
+    aten.kthvalue.default,
+    aten.mode.default,
 ]
 
 register_rule(MISC_ROUTING_OPS, group="routing", accepts=(Route,), default=Route())(route)

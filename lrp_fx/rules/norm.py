@@ -26,7 +26,7 @@ flows back to ``x`` through the ``sub`` and ``mean`` rules, conservatively.
 
 Group norm stays whole (``aten.native_group_norm``, met in the convolutional feature encoders of wav2vec 2.0 and
 HuBERT) and gets the layer-norm rules: statistics constant, then either epsilon on the per-channel affine part
-(``Pass``) or epsilon on the whole map made linear, centring included (``Epsilon``, the transformer presets).
+(``Pass``) or epsilon on the whole map made linear, centring included (``Epsilon``, the default in every preset).
 Instance norm without running statistics (``aten._native_batch_norm_legit.no_stats`` on the input viewed as
 ``[1, N * C, ...]``) gets the same two rules, with statistics per sample and channel: what ``GroupNorm(C, C)`` gets.
 """
@@ -158,15 +158,15 @@ def _own_statistics_norm(call: RuleCall, relevance: list, epsilon_rule) -> list[
     return call.first(r_x)
 
 
-@register_rule(aten.native_group_norm.default, group="layernorm", accepts=(Pass, Epsilon), default=Pass())
+@register_rule(aten.native_group_norm.default, group="layernorm", accepts=(Pass, Epsilon), default=Epsilon())
 def group_norm(call: RuleCall, relevance: list) -> list[Tensor | None]:
     """``y = (x - mean_g) * rstd_g * gamma_c + beta_c`` (statistics per sample and group of channels), the statistics'
     normaliser ``rstd_g`` constant, as for layer norm:
 
-    * ``Pass`` (the default): the centring counts as element-wise, ``R_x = (y - beta) * R / stab(y)`` (eps 1e-6);
-    * ``Epsilon(eps)`` (the ``attnlrp``/``cplrp`` presets, as for layer norm): the epsilon rule on the map made
-      linear, centring included: ``v = gamma_c * rstd_g * R / stab(y)``, ``R_x = x * (v - mean_g(v))`` with the mean
-      over each group's channels and positions.
+    * ``Epsilon(eps)`` (the default, every preset; as for layer norm): the epsilon rule on the map made linear,
+      centring included: ``v = gamma_c * rstd_g * R / stab(y)``, ``R_x = x * (v - mean_g(v))`` with the mean over
+      each group's channels and positions;
+    * ``Pass``: the centring counts as element-wise, ``R_x = (y - beta) * R / stab(y)`` (eps 1e-6).
 
     Both give ``sum R_x = sum (y - beta) * R / stab(y)``; ``beta`` absorbs the rest. Exact without ``beta``."""
     return _own_statistics_norm(call, relevance, _group_norm_epsilon)
@@ -180,7 +180,7 @@ def _group_norm_epsilon(call: RuleCall, v: Tensor, channels: tuple[int, ...]) ->
     return x * (v - v.mean(-1, keepdim=True)).view(x.shape)
 
 
-@register_rule(aten._native_batch_norm_legit.no_stats, group="layernorm", accepts=(Pass, Epsilon), default=Pass())
+@register_rule(aten._native_batch_norm_legit.no_stats, group="layernorm", accepts=(Pass, Epsilon), default=Epsilon())
 def instance_norm(call: RuleCall, relevance: list) -> list[Tensor | None]:
     """Normalisation with statistics of the input itself, per channel ``c`` (dimension 1) over every other dimension:
     ``y = (x - mean_c) * rstd_c * gamma_c + beta_c``. ``nn.InstanceNorm1d/2d/3d`` without running statistics captures
@@ -189,9 +189,9 @@ def instance_norm(call: RuleCall, relevance: list) -> list[Tensor | None]:
     normaliser ``rstd_c`` is constant, as for layer and group norm (instance norm *is* group norm with one channel
     per group, and gets the same relevance):
 
-    * ``Pass`` (the default): ``R_x = (y - beta) * R / stab(y)`` (eps 1e-6);
-    * ``Epsilon(eps)`` (the ``attnlrp``/``cplrp`` presets): ``v = gamma_c * rstd_c * R / stab(y)``,
-      ``R_x = x * (v - mean_c(v))``, the mean over the dimensions the statistics were taken over.
+    * ``Epsilon(eps)`` (the default, every preset): ``v = gamma_c * rstd_c * R / stab(y)``,
+      ``R_x = x * (v - mean_c(v))``, the mean over the dimensions the statistics were taken over;
+    * ``Pass``: ``R_x = (y - beta) * R / stab(y)`` (eps 1e-6).
 
     Both give ``sum R_x = sum (y - beta) * R / stab(y)``; ``beta`` absorbs the rest. Exact without ``beta``.
     (With running statistics, eval mode captures ``_native_batch_norm_legit_no_training``: the batch-norm rule.)"""

@@ -38,33 +38,24 @@ import torch
 from torch import Tensor, fx
 
 from . import elementwise, linear  # noqa: F401  (registered first: extended below)
-from .base import Rule, _value_key
+from .base import KeyedByValue, Rule
 from .call import RuleCall, sum_to
 from .linear import Group, Term, _affine, _propagate
 from .registry import aten, get_rule, register_rule
 from .stabilize import stabilize
 
 
-@dataclass(frozen=True)
-class Reference(Rule):
+@dataclass(frozen=True, eq=False)
+class Reference(KeyedByValue, Rule):
     """Reference-point rule: ``R_x = (x - x~) * J^T (R / stab(z - z~))`` with ``x~`` the reference, given in the
     model input's space (float, tensor, or callable ``model_input -> reference``)."""
 
     reference: Any = 0.0
     stabilizer: float = 1e-6
     support: ClassVar[str] = "none"
-
-    # The reference is baked into the program, so the program cache keys a tensor reference by value, as ZBox's
-    # bounds: one changed in place after a build makes a new program (it kept the old values before); callables go
-    # by identity.
-    def _key(self) -> tuple:
-        return (_value_key(self.reference), self.stabilizer)
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._key() == other._key()
+    # the reference is baked into the program: a tensor changed in place after a build makes a new program (it kept
+    # the old values before); a callable goes by identity
+    value_fields: ClassVar[tuple[str, ...]] = ("reference", "stabilizer")
 
 
 def _model_input(call: RuleCall, node: fx.Node) -> fx.Node:

@@ -7,7 +7,7 @@ copied input (expand, repeat) collects the relevance of all its copies. One gene
 
 Maxima are winner-takes-all: max pooling (plain and adaptive) through the forward's indices; ``maximum``/``minimum``
 between tensors and ``amax``/``amin`` over dimensions to the operand or position that holds the max, ties split
-equally. All exactly conservative.
+equally; the soft maximum ``logsumexp`` to every element by its softmax weight. All exactly conservative.
 """
 
 from __future__ import annotations
@@ -270,3 +270,22 @@ def reduced_max(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     wins = (x == call.out().reshape(kept_shape)).to(relevance.dtype)
     ties = wins.sum(dims, keepdim=True).clamp(min=1)
     return call.first(wins * (relevance.reshape(kept_shape) / ties))
+
+
+@register_rule(aten.logsumexp.default, group="maxpool", accepts=(WinnerTakesAll, Gradient), default=WinnerTakesAll())
+def soft_maximum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``y = logsumexp(x, dims, keepdim)``, the soft maximum: ``R_x = softmax_dims(x) * R`` with ``softmax_dims(x) =
+    exp(x - y)``, the gradient of ``logsumexp`` (``Gradient`` gives the same numbers). Each element's share is its
+    softmax weight, which sum to one, so exactly conservative; where one element dominates, it takes all, as
+    ``amax``'s rule gives. (Decomposed, ``x - max`` divided the relevance by ``stab(0)`` at the maximum.)"""
+    node = call.node
+    x = call.arg(0)
+    if x.dim() == 0:
+        return call.first(relevance)
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", [])
+    dims = [d % x.dim() for d in ([dims] if isinstance(dims, int) else dims)] or list(range(x.dim()))
+    kept_shape = [1 if d in dims else n for d, n in enumerate(x.shape)]
+    y = call.out().reshape(kept_shape)
+    weights = torch.exp(x - y)
+    weights = torch.where(torch.isfinite(y), weights, torch.zeros((), dtype=weights.dtype, device=weights.device))
+    return call.first(weights * relevance.reshape(kept_shape).to(weights.dtype))

@@ -241,3 +241,29 @@ def test_rule_objects_are_exported():
     assert isinstance(lrp_fx.composites.preset("attnlrp").groups["softmax"], Taylor)
     assert isinstance(lrp_fx.composites.preset("cplrp").groups["matmul"], ConstantAttention)
     assert {"attnlrp", "cplrp"} <= set(lrp_fx.composites.PRESETS)
+
+
+def test_cplrp_softmax_is_a_constant_in_elementwise_products_too():
+    """``a(x) * softmax(g(x))`` (a softmax-weighted mask, RAFT's convex upsampling): under ``cplrp`` the stopped
+    softmax is a constant, so ``a`` receives all of the product's relevance and the books close; before, the uniform
+    split handed half to the softmax, where ``Stop`` dropped it unrecorded."""
+    torch.manual_seed(0)
+    a, g, h = (torch.nn.Linear(8, n, bias=False).double() for n in (8, 8, 3))
+    model = Fn(lambda m, x: m.h(m.a(x) * torch.softmax(m.g(x), -1)))
+    model.a, model.g, model.h = a, g, h
+    x = torch.randn(2, 8, dtype=D)
+    res = lrp_fx.attribute(model, x, target=1, composite="cplrp", track_absorbed=True)
+    explained = res.seed.sum()
+    torch.testing.assert_close(res.relevance.sum() + sum(res.absorbed.values()), explained)
+    torch.testing.assert_close(res.relevance.sum(), explained, rtol=1e-4, atol=0)  # only stabilisers absorb
+    # the rest of the product rule is unchanged: attnlrp keeps the uniform split (half to the softmax's Taylor rule)
+    uniform = lrp_fx.attribute(model, x, target=1, composite="attnlrp", track_absorbed=True)
+    torch.testing.assert_close(uniform.relevance.sum() + sum(uniform.absorbed.values()), explained)
+
+
+def test_stop_records_what_it_drops():
+    x, R = torch.randn(2, 5, dtype=D), torch.randn(2, 5, dtype=D)
+    model = Fn(lambda m, x: torch.softmax(x, -1))
+    res = lrp_fx.attribute(model, x, target=R, composite="cplrp", track_absorbed=True)
+    assert (res.relevance == 0).all()
+    assert sum(res.absorbed.values()) == pytest.approx(float(R.sum()))

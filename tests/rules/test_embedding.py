@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -66,3 +67,103 @@ def test_masks_receive_no_relevance():
     assert res.relevance["mask"] is None
     assert (res.relevance["ids"][mask == 0] == 0).all()
     torch.testing.assert_close(res.relevance["ids"].sum(), (R * 1.0).sum(), rtol=1e-4, atol=1e-6)
+
+
+# -- nn.EmbeddingBag (lrp_fx.prepare.embedding_bag_to_lookup) ---------------------------------------------------------
+class BagModel(nn.Module):
+    """The PyTorch text-classification tutorial's model: a bag of embeddings (1-d ids with offsets, or 2-d ids with
+    one bag per row), optionally weighted per sample by a constant, and a linear head."""
+
+    def __init__(self, mode: str, padding_idx: int | None = None, weights: torch.Tensor | None = None):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(11, 6, mode=mode, padding_idx=padding_idx, dtype=D)
+        self.lin = nn.Linear(6, 3, dtype=D)
+        self.weights = weights
+
+    def forward(self, ids, offsets=None):
+        return self.lin(self.bag(ids, offsets, per_sample_weights=self.weights))
+
+
+def _bag_reference(model, ids, bag_of, R_bag):
+    """Each token's share of its bag's sum, per hidden unit: ``rows[n] / stab(sum over the bag) * R[bag(n)]``, summed
+    over the hidden size (``mean`` divides numerator and denominator alike)."""
+    rows = model.bag.weight[ids].clone()
+    if model.bag.padding_idx is not None:
+        rows[ids == model.bag.padding_idx] = 0
+    if model.weights is not None:
+        rows = rows * model.weights[:, None]
+    sums = torch.zeros(int(bag_of.max()) + 1, 6, dtype=D).index_add(0, bag_of, rows)
+    return (rows * R_bag[bag_of] / stab(sums[bag_of])).sum(-1)
+
+
+@torch.no_grad()
+def _bag_output_relevance(model, ids, offsets, target):
+    """Epsilon on the head: the relevance of the bag output."""
+    h = model.bag(ids, offsets, per_sample_weights=model.weights)
+    z = model.lin(h)
+    R = torch.zeros_like(z)
+    R[torch.arange(z.shape[0]), target] = z[torch.arange(z.shape[0]), target]
+    return h * ((R / stab(z)) @ model.lin.weight)
+
+
+@pytest.mark.parametrize(
+    ("mode", "padding_idx", "weighted"),
+    [("sum", None, False), ("mean", None, False), ("mean", 0, False), ("sum", 0, True)],
+    ids=["sum", "mean", "mean-padding", "sum-padding-weights"],
+)
+def test_embedding_bag_gives_each_token_its_share_of_the_bag(mode, padding_idx, weighted):
+    torch.manual_seed(3)
+    weights = torch.rand(9, dtype=D) + 0.5 if weighted else None
+    model = BagModel(mode, padding_idx, weights).eval()
+    ids = torch.tensor([3, 0, 5, 3, 7, 1, 0, 9, 2])
+    offsets = torch.tensor([0, 4, 4])  # the second bag is empty
+    res = lrp_fx.attribute(model, (ids, offsets), target=1, composite="epsilon", track_absorbed=True)
+    r_ids, r_offsets = res.relevance
+    assert r_offsets is None
+    bag_of = torch.tensor([0, 0, 0, 0, 2, 2, 2, 2, 2])
+    expected = _bag_reference(model, ids, bag_of, _bag_output_relevance(model, ids, offsets, torch.ones(3).long()))
+    torch.testing.assert_close(r_ids, expected)
+    if padding_idx is not None:
+        assert (r_ids[ids == padding_idx] == 0).all()
+    total = r_ids.sum() + sum(res.absorbed.values())
+    torch.testing.assert_close(total, res.seed.sum())  # the head's bias keeps its share, recorded
+
+
+def test_embedding_bag_over_rows_matches_an_embedding_and_a_sum():
+    """2-d ids (one bag per row) give what the same model written with ``nn.Embedding`` and ``sum`` gives."""
+    torch.manual_seed(4)
+    model = BagModel("sum").eval()
+    ids = torch.randint(0, 11, (3, 5))
+    res = lrp_fx.attribute(model, ids, target=2, composite="epsilon")
+
+    class Written(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.lin = nn.Embedding(11, 6, dtype=D), model.lin
+            self.emb.weight = model.bag.weight
+
+        def forward(self, ids):
+            return self.lin(self.emb(ids).sum(1))
+
+    written = lrp_fx.attribute(Written().eval(), ids, target=2, composite="epsilon")
+    torch.testing.assert_close(res.relevance, written.relevance)
+    assert res.relevance.shape == ids.shape
+
+
+def test_embedding_bag_max_mode_has_no_rule():
+    model = BagModel("max").eval()
+    with pytest.raises(lrp_fx.errors.MissingRuleError, match="_embedding_bag"):
+        lrp_fx.attribute(model, torch.randint(0, 11, (2, 4)), target=0)
+
+
+def test_embedding_bag_exports_with_a_dynamic_number_of_tokens():
+    """``lrp_fx.export`` makes the token count symbolic: the rewrite takes every size from tensors."""
+    torch.manual_seed(5)
+    model = BagModel("mean").eval()
+    ids, offsets = torch.randint(0, 11, (9,)), torch.tensor([0, 4])
+    program = lrp_fx.export(model, (ids, offsets), composite="epsilon")
+    for n in (9, 13):
+        ids = torch.randint(0, 11, (n,))
+        ref = lrp_fx.attribute(model, (ids, offsets), target=0, composite="epsilon")
+        out, rel = program.module()(ids, offsets, ref.seed)[:2]
+        torch.testing.assert_close(rel, ref.relevance[0])

@@ -41,8 +41,8 @@ def _instance_norm(affine, dims=(2, 3)):
 
 @pytest.mark.parametrize("affine", [False, True], ids=["plain", "affine"])
 def test_instance_norm_rules_against_their_formulas(affine):
-    """``Pass`` (CNN presets): ``R_x = (y - beta) * R / stab(y)``; ``Epsilon`` (``attnlrp``/``cplrp``, as for layer
-    norm): ``v = gamma * rstd * R / stab(y)``, ``R_x = x * (v - mean_hw(v))``, the statistics per sample and
+    """``Pass`` (an override): ``R_x = (y - beta) * R / stab(y)``; ``Epsilon`` (the default, every preset; as for
+    layer norm): ``v = gamma * rstd * R / stab(y)``, ``R_x = x * (v - mean_hw(v))``, the statistics per sample and
     channel."""
     assert registry.get_rule(aten._native_batch_norm_legit.no_stats).fn is instance_norm
     torch.manual_seed(0)
@@ -54,14 +54,14 @@ def test_instance_norm_rules_against_their_formulas(affine):
     beta = norm.bias.detach().view(1, 3, 1, 1) if affine else 0.0
     rstd = torch.rsqrt(x.var((2, 3), unbiased=False, keepdim=True) + norm.eps)
 
-    passed = _attr(norm, x, R, track_absorbed=True)
+    passed = _attr(norm, x, R, track_absorbed=True, overrides={nn.InstanceNorm2d: lrp_fx.rules.Pass()})
     assert "aten._native_batch_norm_legit.no_stats" in _ops(passed)
     torch.testing.assert_close(passed.relevance, (y - beta) * R / stab(y))
     torch.testing.assert_close(_total(passed), R.sum())
 
     v = gamma * rstd * R / stab(y)
     expected = x * (v - v.mean((2, 3), keepdim=True))
-    for composite in ("attnlrp", "cplrp"):
+    for composite in ("epsilon", "epsilon_plus_flat", "attnlrp", "cplrp"):
         res = _attr(norm, x, R, composite=composite, track_absorbed=True)
         torch.testing.assert_close(res.relevance, expected)
         torch.testing.assert_close(_total(res), R.sum())
@@ -278,3 +278,24 @@ def test_circular_padding_cnn_end_to_end_conserves():
     for composite in ("epsilon", "epsilon_plus_flat"):
         res = lrp_fx.attribute(model, x, target=1, composite=composite, track_absorbed=True)
         torch.testing.assert_close(_total(res), model(x)[:, 1].sum())
+
+
+def test_a_stack_of_instance_normed_convolutions_conserves_under_cnn_presets():
+    """Four conv + instance norm + ReLU blocks (RAFT's encoders): with the norm's epsilon rule (proportional to its
+    input, the CNN presets' default now) the relevance stays on the scale of the explained logit and conserves; the
+    element-wise ``Pass`` rule is not proportional to the input, which the convolution before divides by, and
+    there the relevance grew to 1e4 times the logit."""
+    torch.manual_seed(0)
+    layers = []
+    for i in range(4):
+        layers += [nn.Conv2d(3 if i == 0 else 16, 16, 3, padding=1, bias=False), nn.InstanceNorm2d(16), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4, bias=False))
+    model = model.eval().double()
+    x = torch.randn(2, 3, 32, 32, dtype=D)
+    for composite in ("epsilon", "epsilon_plus", "cplrp"):
+        res = lrp_fx.attribute(model, x, composite=composite, track_absorbed=True)
+        explained = float(res.seed.sum())
+        assert res.relevance.abs().max() < abs(explained)
+        assert abs(float(res.relevance.sum()) - explained) < 1e-3 * abs(explained)
+    passed = lrp_fx.attribute(model, x, composite="epsilon", overrides={nn.InstanceNorm2d: lrp_fx.rules.Pass()})
+    assert passed.relevance.abs().max() > 100 * abs(float(passed.seed.sum()))  # what the default avoids

@@ -159,3 +159,19 @@ def test_squeeze_excitation_gate_is_a_constant(gate):
     model.fc = fc
     x, R = torch.randn(2, 4, 3, 3, dtype=D), torch.randn(2, 4, 3, 3, dtype=D)
     torch.testing.assert_close(_attr(model, x, R).relevance, R)
+
+
+def test_gru_update_gate_and_its_complement_are_constants():
+    """A GRU's state update ``(1 - z) * h + z * q``, ``z = sigmoid(.)``: ``z`` and ``1 - z`` are both gates (values in
+    [0, 1]), so ``h`` and ``q`` receive the proportional shares of the sum and the gate's logits nothing (Arras et
+    al.'s signal-take-all for recurrent gates)."""
+    torch.manual_seed(1)
+    h, q, u = (torch.randn(3, 5, dtype=D) for _ in range(3))
+    R = torch.randn(3, 5, dtype=D)
+    res = _attr(Fn(lambda m, h, q, u: (1 - torch.sigmoid(u)) * h + torch.sigmoid(u) * q), (h, q, u), R)
+    z = torch.sigmoid(u)
+    a, b = (1 - z) * h, z * q
+    s = R / stab(a + b)
+    torch.testing.assert_close(res.relevance[0], a * s)
+    torch.testing.assert_close(res.relevance[1], b * s)
+    assert (res.relevance[2] == 0).all()

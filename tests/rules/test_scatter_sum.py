@@ -95,18 +95,28 @@ def test_message_passing_model_conserves(mode, self_term):
     assert float(res.relevance[0].abs().sum()) > 0  # the messages receive relevance
 
 
-@pytest.mark.parametrize(
-    ("fn", "message"),
-    [
-        (lambda h, m, dst: h.index_put((dst,), m), "overwrites"),
-        (lambda h, m, dst: h.scatter_reduce(0, dst[:, None].expand(-1, 5), m, "amax"), "not a sum"),
-    ],
-)
-def test_overwrites_and_non_linear_reductions_are_refused(fn, message):
+def test_non_linear_reductions_are_refused():
     class Op(nn.Module):
         def forward(self, h, m):
-            return fn(h, m, DST)
+            return h.scatter_reduce(0, DST[:, None].expand(-1, 5), m, "amax")
 
     h, m = torch.randn(3, 5, dtype=D), torch.randn(6, 5, dtype=D)
-    with pytest.raises(lrp_fx.RuleError, match=message):
+    with pytest.raises(lrp_fx.RuleError, match="not a sum"):
         lrp_fx.attribute(Op(), (h, m), target=torch.ones(3, 5, dtype=D))
+
+
+def test_an_overwrite_with_repeated_indices_splits_each_position_between_its_writes():
+    """``h.index_put((dst,), m)`` (no accumulate) with messages sharing destinations: the routing rule of
+    ``_index_overwrite`` (``tests/rules/test_logsoftmax_order_sampling_rules.py`` has its formula), conservative."""
+
+    class Op(nn.Module):
+        def forward(self, h, m):
+            return h.index_put((DST,), m)
+
+    h, m = torch.randn(3, 5, dtype=D), torch.randn(6, 5, dtype=D)
+    R = torch.randn(3, 5, dtype=D)
+    r_h, r_m = lrp_fx.attribute(Op(), (h, m), target=R).relevance
+    count = torch.bincount(DST, minlength=3).to(D)[:, None]
+    torch.testing.assert_close(r_m, (R / count.clamp(min=1))[DST])
+    torch.testing.assert_close(r_h, torch.where(count > 0, 0.0, R).expand(3, 5))
+    torch.testing.assert_close(r_h.sum() + r_m.sum(), R.sum())

@@ -29,14 +29,16 @@ def _ops(res):
 # -- group norm --------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("groups", [1, 2, 4])
 def test_group_norm_statistics_constant_epsilon_on_the_affine_part(groups):
-    """``Pass``: ``R_x = (y - beta) * R / stab(y)``, ``beta`` broadcast over channels; ``beta`` absorbs
-    ``beta * R / stab(y)``."""
+    """``Pass`` (an override; the presets use ``Epsilon``, below): ``R_x = (y - beta) * R / stab(y)``, ``beta``
+    broadcast over channels; ``beta`` absorbs ``beta * R / stab(y)``."""
     gen = torch.Generator().manual_seed(groups)
     x = torch.randn(2, 4, 6, generator=gen, dtype=D)
     w, b = torch.randn(4, generator=gen, dtype=D), torch.randn(4, generator=gen, dtype=D)
     R = torch.randn(2, 4, 6, generator=gen, dtype=D)
     model = Fn(lambda m, x: F.group_norm(x, groups, m.w, m.b), w=w, b=b)
-    res = lrp_fx.attribute(model, x, target=R, composite="epsilon", track_absorbed=True)  # default rule: Pass
+    res = lrp_fx.attribute(
+        model, x, target=R, composite="epsilon", track_absorbed=True, overrides={Fn: lrp_fx.rules.Pass()}
+    )
     assert aten.native_group_norm.default in _ops(res)
     mean = x.view(2, groups, -1).mean(-1, keepdim=True)
     var = x.view(2, groups, -1).var(-1, unbiased=False, keepdim=True)
@@ -49,7 +51,8 @@ def test_group_norm_statistics_constant_epsilon_on_the_affine_part(groups):
 
 def test_group_norm_without_affine_is_exact():
     x, R = torch.randn(2, 6, 5, dtype=D), torch.randn(2, 6, 5, dtype=D)
-    res = lrp_fx.attribute(Fn(lambda m, x: F.group_norm(x, 3)), x, target=R, composite="epsilon")
+    model = Fn(lambda m, x: F.group_norm(x, 3))
+    res = lrp_fx.attribute(model, x, target=R, composite="epsilon", overrides={Fn: lrp_fx.rules.Pass()})
     y = F.group_norm(x, 3)
     torch.testing.assert_close(res.relevance, y * R / stab(y))
 
@@ -77,7 +80,7 @@ def test_group_norm_epsilon_on_the_map_made_linear(groups):
             rs = R[s, g * c // groups : (g + 1) * c // groups].reshape(-1)
             r_x = (xs[None, :] * J * (rs / stab(ys))[:, None]).sum(0)
             expected[s, g * c // groups : (g + 1) * c // groups] = r_x.view(-1, p)
-    for composite in ("attnlrp", "cplrp"):
+    for composite in ("epsilon", "epsilon_plus_flat", "attnlrp", "cplrp"):
         res = lrp_fx.attribute(model, x, target=R, composite=composite, track_absorbed=True)
         torch.testing.assert_close(res.relevance, expected)
         bias_share = (b.view(1, c, 1) * R / stab(y)).sum()

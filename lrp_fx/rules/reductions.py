@@ -1,0 +1,106 @@
+"""Products and second moments over a dimension: ``prod``, ``cumprod``, ``var`` (and ``std``), ``hypot``.
+
+* ``prod`` / ``cumprod`` (``UniformProduct``, group ``mul``): AttnLRP's uniform rule for a product of ``n`` factors,
+  each factor gets ``R / n`` (``mul`` of two activations gives each ``R / 2``); a cumulative product hands factor ``i``
+  ``sum_{t >= i} R_t / (t + 1)``. Conservative, and independent of the factors' values, so a factor near zero cannot
+  blow the relevance up.
+* ``var`` (``std`` captures as ``sqrt(var)``, and ``sqrt`` passes) (``Norm``, group ``pool``): ``d = x - mean(x)``,
+  ``R_x = d^2 * R / stab(sum d^2)``, each element by its share of the squared deviation (the sum rule applied to
+  ``sum d^2``; the correction ``N - c`` cancels). Conservative up to the stabiliser. Where a variance normalises
+  an activation (layer norm written out) ``lrp_fx.prepare`` marks it constant and this rule does not run.
+* ``hypot(a, b) = sqrt(a^2 + b^2)`` (``Norm``, group ``pool``): ``R_a = a^2 R / stab(a^2 + b^2)``, ``R_b`` likewise.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import Epsilon, Norm, UniformProduct
+from .call import RuleCall, sum_to
+from .registry import aten, register_rule
+from .stabilize import stabilize
+
+
+def _dims(call: RuleCall, x: Tensor, position: int = 1) -> list[int]:
+    """The reduced dimensions of a reduction node (all of them when none are given)."""
+    args = call.node.args
+    dims = args[position] if len(args) > position else call.node.kwargs.get("dim")
+    if dims is None:
+        return list(range(x.dim()))
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    return [d % x.dim() for d in dims] or list(range(x.dim()))
+
+
+def _kept_shape(x: Tensor, dims: list[int]) -> list[int]:
+    return [1 if d in dims else n for d, n in enumerate(x.shape)]
+
+
+def _eps(call: RuleCall) -> float:
+    rule = call.rule
+    return rule.epsilon if isinstance(rule, Epsilon) else getattr(rule, "stabilizer", 1e-6)
+
+
+@register_rule([aten.prod.dim_int, aten.prod.default], group="mul", accepts=(UniformProduct,), default=UniformProduct())
+def uniform_product(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``y = prod(x, dim)``: every factor gets ``R / n``, ``n`` the number of factors. Exactly conservative."""
+    x = call.arg(0)
+    if x.dim() == 0:
+        return call.first(relevance)
+    dims = [call.node.args[1] % x.dim()] if call.node.target is aten.prod.dim_int else list(range(x.dim()))
+    n = 1
+    for d in dims:
+        n *= x.shape[d]
+    share = relevance.reshape(_kept_shape(x, dims)) / n
+    return call.first(share.expand(x.shape).to(x.dtype))
+
+
+@register_rule(aten.cumprod.default, group="mul", accepts=(UniformProduct,), default=UniformProduct())
+def uniform_cumulative_product(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``y_t = prod_{i <= t} x_i``: ``R_x[i] = sum_{t >= i} R_t / (t + 1)``, the uniform rule on every prefix.
+    Exactly conservative."""
+    x = call.arg(0)
+    dim = call.node.args[1] % max(x.dim(), 1)
+    if x.dim() == 0:
+        return call.first(relevance)
+    shape = [1] * x.dim()
+    shape[dim] = x.shape[dim]
+    factors = torch.arange(1, x.shape[dim] + 1, dtype=relevance.dtype, device=relevance.device).reshape(shape)
+    return call.first((relevance / factors).flip(dim).cumsum(dim).flip(dim).to(x.dtype))
+
+
+@register_rule(
+    [aten.var.correction, aten.var.dim, aten.var.default], group="pool", accepts=(Norm, Epsilon), default=Norm()
+)
+def squared_deviation_share(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``y = var(x, dims)``: ``R_x = d^2 * R / stab(sum_dims d^2)`` with ``d = x - mean_dims(x)``. Conservative up
+    to the stabiliser (what it keeps is recorded as absorbed)."""
+    x = call.arg(0)
+    dims = _dims(call, x) if call.node.target is not aten.var.default else list(range(x.dim()))
+    kept = _kept_shape(x, dims)
+    d2 = (x - x.mean(dims, keepdim=True)) ** 2
+    total = d2.sum(dims, keepdim=True)
+    s = relevance.reshape(kept).to(x.dtype) / stabilize(total, _eps(call), nonneg=True)
+    r = d2 * s
+    if call.track:
+        call.absorb(relevance.reshape(kept) - s * total)
+    return call.first(r)
+
+
+@register_rule(aten.hypot.default, group="pool", accepts=(Norm, Epsilon), default=Norm())
+def hypotenuse(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``y = hypot(a, b)``: ``R_a = a^2 R / stab(a^2 + b^2)``, ``R_b = b^2 R / stab(a^2 + b^2)`` (broadcasts summed
+    back); a constant operand keeps its share (absorbed)."""
+    node = call.node
+    a, b = call.value(node.args[0]), call.value(node.args[1])
+    sq = [a * a, b * b]
+    s = relevance / stabilize(sq[0] + sq[1], _eps(call), nonneg=True)
+    shares: dict[int, Tensor] = {}
+    kept: Tensor | float = 0.0
+    for i in (0, 1):
+        if call.is_activation(node.args[i]):
+            shares[i] = sum_to(sq[i] * s, call.value(node.args[i]).shape)
+            kept = kept + shares[i].sum()
+    if call.track:
+        call.absorb(relevance.sum() - kept)
+    return call.assign(shares)
