@@ -58,6 +58,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -206,6 +207,25 @@ def _graph_counts(res: lrp_fx.Attribution, row: Row) -> None:
     row.ruled = sum(1 for a in res.program.assignments if not a.fallback)
 
 
+def _coverage_pass(row: Row, model: nn.Module, inputs: Any, composite: str, **kw: Any) -> lrp_fx.Attribution:
+    """The coverage half of a row: ``composite`` strictly (non-strict when a rule is missing, to count: the missing
+    ops go to ``row.missing``), then the graph counts, a check for non-finite relevance and the promise statistics.
+    Returns the attribution (callers read which ops it assigned)."""
+    try:
+        res = lrp_fx.attribute(model, inputs, composite=composite, **kw)
+    except lrp_fx.MissingRuleError:
+        res = lrp_fx.attribute(model, inputs, composite=composite, strict=False, **kw)
+        row.missing = sorted({a.op for a in res.program.assignments if a.fallback})
+    _graph_counts(res, row)
+    leaves = torch.utils._pytree.tree_leaves(res.relevance)
+    if not all(torch.isfinite(r).all() for r in leaves if isinstance(r, torch.Tensor)):
+        row.error = f"non-finite relevance under {composite}"
+    stats = res.stats.as_dict()
+    row.promises, row.kept, row.aliased = stats["promises"], stats["kept"], stats["aliased"]
+    row.recomputed, row.mb_kept = stats["recomputed"], stats["bytes_kept"] / 2**20
+    return res
+
+
 def _short(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return f"{type(err).__name__}: {text[:160]}"
@@ -217,18 +237,7 @@ def run_model(name: str, size: int) -> Row:
     try:
         model = build(name)
         x = example(name, size)
-        try:
-            res = lrp_fx.attribute(model, x, composite="epsilon_plus_flat", reuse_weights=False)
-        except lrp_fx.MissingRuleError:
-            res = lrp_fx.attribute(model, x, composite="epsilon_plus_flat", strict=False, reuse_weights=False)
-            row.missing = sorted({a.op for a in res.program.assignments if a.fallback})
-        _graph_counts(res, row)
-        if not torch.isfinite(res.relevance).all():
-            row.error = "non-finite relevance under epsilon_plus_flat"
-        stats = res.stats.as_dict()
-        row.promises, row.kept, row.aliased = stats["promises"], stats["kept"], stats["aliased"]
-        row.recomputed, row.mb_kept = stats["recomputed"], stats["bytes_kept"] / 2**20
-        del res
+        _coverage_pass(row, model, x, "epsilon_plus_flat", reuse_weights=False)
         lrp_fx.CACHE.clear()  # the float32 program and its cached weights are not needed again
         zero_biases(model)
         model.double()
@@ -510,19 +519,7 @@ def run_transformer(name: str) -> HFRow:
         inputs = case.inputs(torch.Generator().manual_seed(0))
         row.inputs = _describe(inputs)
         kw = {"output": case.output}
-        try:
-            res = lrp_fx.attribute(model, inputs, composite="attnlrp", **kw)
-        except lrp_fx.MissingRuleError:
-            res = lrp_fx.attribute(model, inputs, composite="attnlrp", strict=False, **kw)
-            row.missing = sorted({a.op for a in res.program.assignments if a.fallback})
-        _graph_counts(res, row)
-        leaves = torch.utils._pytree.tree_leaves(res.relevance)
-        if not all(torch.isfinite(r).all() for r in leaves if isinstance(r, torch.Tensor)):
-            row.error = "non-finite relevance under attnlrp"
-        stats = res.stats.as_dict()
-        row.promises, row.kept, row.aliased = stats["promises"], stats["kept"], stats["aliased"]
-        row.recomputed, row.mb_kept = stats["recomputed"], stats["bytes_kept"] / 2**20
-        del res
+        _coverage_pass(row, model, inputs, "attnlrp", **kw)
         zero_additive(model)
         model.double()
         inputs = to_double(inputs)
@@ -969,19 +966,8 @@ def run_task(name: str) -> TaskRow:
         xs = tuple(torch.randn(*s, generator=gen) for s in case.shapes)
         kw = {"target": case.target, "output": case.output, "reuse_weights": False}
         x = xs[0] if len(xs) == 1 else xs
-        try:
-            res = lrp_fx.attribute(model, x, composite="epsilon_plus_flat", **kw)
-        except lrp_fx.MissingRuleError:
-            res = lrp_fx.attribute(model, x, composite="epsilon_plus_flat", strict=False, **kw)
-            row.missing = sorted({a.op for a in res.program.assignments if a.fallback})
-        _graph_counts(res, row)
+        res = _coverage_pass(row, model, x, "epsilon_plus_flat", **kw)
         cplrp = any(a.op in CPLRP_OPS for a in res.program.assignments)
-        leaves = torch.utils._pytree.tree_leaves(res.relevance)
-        if not all(torch.isfinite(r).all() for r in leaves if isinstance(r, torch.Tensor)):
-            row.error = "non-finite relevance under epsilon_plus_flat"
-        stats = res.stats.as_dict()
-        row.promises, row.kept, row.aliased = stats["promises"], stats["kept"], stats["aliased"]
-        row.recomputed, row.mb_kept = stats["recomputed"], stats["bytes_kept"] / 2**20
         del res
         lrp_fx.CACHE.clear()
         zero_biases(model)

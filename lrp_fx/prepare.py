@@ -325,13 +325,12 @@ def embedding_bag_to_lookup(gm: fx.GraphModule) -> int:
         users = list(node.users)
         ids, offsets, weight = a["indices"], a["offsets"], a["weight"]
         vals = [_val(ids), _val(offsets), _val(weight)]
-        if vals[2] is None or not isinstance(vals[2].shape[1], int):
-            continue
         if (
             mode is None
             or any(u.target is not operator.getitem or u.args[1] != 0 for u in users)
             or any(v is None for v in vals)
             or vals[0].dim() != 1
+            or not isinstance(vals[2].shape[1], int)  # the hidden size: static, it shapes the bag sums
         ):
             continue
         padding, fdtype = a.get("padding_idx"), vals[2].dtype

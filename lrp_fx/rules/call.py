@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, fx
 
-from .base import Rule
+from .base import Epsilon, Rule
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..program import ProgramBuilder
@@ -89,6 +89,12 @@ class RuleCall:
         return isinstance(n, fx.Node) and n in self._builder.nonneg
 
     @property
+    def eps(self) -> float:
+        """The stabiliser of this node's rule: ``Epsilon``'s ``epsilon``, else its ``stabilizer`` (1e-6 without)."""
+        rule = self.rule
+        return rule.epsilon if isinstance(rule, Epsilon) else getattr(rule, "stabilizer", 1e-6)
+
+    @property
     def options(self) -> Any:
         return self._builder.options
 
@@ -136,3 +142,20 @@ def sum_to(t: Tensor, shape: Sequence[int]) -> Tensor:
     if tuple(t.shape) == tuple(shape):
         return t
     return t.sum_to_size(shape) if len(shape) else t.sum()
+
+
+def reduced_dims(call: RuleCall, x: Tensor, position: int = 1) -> list[int]:
+    """The dimensions a reduction node reduces (``amax``, ``logsumexp``, ``prod``, ``var``, ...), non-negative: its
+    ``dim`` argument at ``position`` (or keyword), every dimension where none is given, the list is empty, or the
+    argument there is a flag (``var(x, unbiased)``)."""
+    args = call.node.args
+    dims = args[position] if len(args) > position else call.node.kwargs.get("dim")
+    if dims is None or isinstance(dims, bool):
+        return list(range(x.dim()))
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    return [d % x.dim() for d in dims] or list(range(x.dim()))
+
+
+def keepdim_shape(x: Tensor, dims: Sequence[int]) -> list[int]:
+    """``x``'s shape with the reduced ``dims`` kept as size 1 (a reduction's output with ``keepdim=True``)."""
+    return [1 if d in dims else n for d, n in enumerate(x.shape)]

@@ -84,8 +84,7 @@ def proportional_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     node = call.node
     alpha = node.kwargs.get("alpha", 1)
     sign = -1.0 if node.target is aten.sub.Tensor else 1.0
-    rule = call.rule
-    eps = rule.epsilon if isinstance(rule, Epsilon) else rule.stabilizer
+    eps = call.eps
     y = call.out(support_only=True)
     s = relevance / stabilize(y, eps, nonneg=call.out_nonneg(support_only=True))
     shares = {}
@@ -126,8 +125,7 @@ def scatter_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
         return _index_overwrite(call, relevance)
     if node.target is aten.scatter_reduce.two and args[4] not in ("sum", "mean"):
         raise ValueError(f"scatter_reduce with reduce={args[4]!r} is not a sum: no relevance rule (sum, mean have one)")
-    rule = call.rule
-    eps = rule.epsilon if isinstance(rule, Epsilon) else rule.stabilizer
+    eps = call.eps
     y = call.out(support_only=True)
     q = relevance / stabilize(y, eps, nonneg=call.out_nonneg(support_only=True))
     operands = SCATTER_SUMS[node.target]

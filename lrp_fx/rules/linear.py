@@ -244,7 +244,7 @@ def average_pool(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
         return node.target(xx, *rest, **kwargs)
 
     rule = call.rule
-    eps = rule.epsilon if isinstance(rule, Epsilon) else rule.stabilizer
+    eps = call.eps
     if isinstance(rule, Flat):
         ones = torch.ones_like(x)
         s = relevance / stabilize(f(ones), eps)

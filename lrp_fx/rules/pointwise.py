@@ -49,8 +49,7 @@ def scalar_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     ``R_x = (+-x) * R / stab(y)`` (``-alpha * x`` for ``rsub``); the constant keeps ``R - R_x`` (recorded as
     absorbed), as a bias does."""
     node = call.node
-    rule = call.rule
-    eps = rule.epsilon if isinstance(rule, Epsilon) else rule.stabilizer
+    eps = call.eps
     x = call.arg(0)
     y = call.out(support_only=True)
     coef = -node.kwargs.get("alpha", 1) if node.target is aten.rsub.Scalar else 1

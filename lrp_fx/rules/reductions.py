@@ -17,28 +17,9 @@ import torch
 from torch import Tensor
 
 from .base import Epsilon, Norm, UniformProduct
-from .call import RuleCall, sum_to
+from .call import RuleCall, keepdim_shape, reduced_dims, sum_to
 from .registry import aten, register_rule
 from .stabilize import stabilize
-
-
-def _dims(call: RuleCall, x: Tensor, position: int = 1) -> list[int]:
-    """The reduced dimensions of a reduction node (all of them when none are given)."""
-    args = call.node.args
-    dims = args[position] if len(args) > position else call.node.kwargs.get("dim")
-    if dims is None:
-        return list(range(x.dim()))
-    dims = [dims] if isinstance(dims, int) else list(dims)
-    return [d % x.dim() for d in dims] or list(range(x.dim()))
-
-
-def _kept_shape(x: Tensor, dims: list[int]) -> list[int]:
-    return [1 if d in dims else n for d, n in enumerate(x.shape)]
-
-
-def _eps(call: RuleCall) -> float:
-    rule = call.rule
-    return rule.epsilon if isinstance(rule, Epsilon) else getattr(rule, "stabilizer", 1e-6)
 
 
 @register_rule([aten.prod.dim_int, aten.prod.default], group="mul", accepts=(UniformProduct,), default=UniformProduct())
@@ -47,11 +28,11 @@ def uniform_product(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     x = call.arg(0)
     if x.dim() == 0:
         return call.first(relevance)
-    dims = [call.node.args[1] % x.dim()] if call.node.target is aten.prod.dim_int else list(range(x.dim()))
+    dims = reduced_dims(call, x)
     n = 1
     for d in dims:
         n *= x.shape[d]
-    share = relevance.reshape(_kept_shape(x, dims)) / n
+    share = relevance.reshape(keepdim_shape(x, dims)) / n
     return call.first(share.expand(x.shape).to(x.dtype))
 
 
@@ -60,9 +41,9 @@ def uniform_cumulative_product(call: RuleCall, relevance: Tensor) -> list[Tensor
     """``y_t = prod_{i <= t} x_i``: ``R_x[i] = sum_{t >= i} R_t / (t + 1)``, the uniform rule on every prefix.
     Exactly conservative."""
     x = call.arg(0)
-    dim = call.node.args[1] % max(x.dim(), 1)
     if x.dim() == 0:
         return call.first(relevance)
+    dim = call.node.args[1] % x.dim()
     shape = [1] * x.dim()
     shape[dim] = x.shape[dim]
     factors = torch.arange(1, x.shape[dim] + 1, dtype=relevance.dtype, device=relevance.device).reshape(shape)
@@ -76,11 +57,11 @@ def squared_deviation_share(call: RuleCall, relevance: Tensor) -> list[Tensor | 
     """``y = var(x, dims)``: ``R_x = d^2 * R / stab(sum_dims d^2)`` with ``d = x - mean_dims(x)``. Conservative up
     to the stabiliser (what it keeps is recorded as absorbed)."""
     x = call.arg(0)
-    dims = _dims(call, x) if call.node.target is not aten.var.default else list(range(x.dim()))
-    kept = _kept_shape(x, dims)
+    dims = reduced_dims(call, x)  # var(x, unbiased): every dim
+    kept = keepdim_shape(x, dims)
     d2 = (x - x.mean(dims, keepdim=True)) ** 2
     total = d2.sum(dims, keepdim=True)
-    s = relevance.reshape(kept).to(x.dtype) / stabilize(total, _eps(call), nonneg=True)
+    s = relevance.reshape(kept).to(x.dtype) / stabilize(total, call.eps, nonneg=True)
     r = d2 * s
     if call.track:
         call.absorb(relevance.reshape(kept) - s * total)
@@ -94,7 +75,7 @@ def hypotenuse(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     node = call.node
     a, b = call.value(node.args[0]), call.value(node.args[1])
     sq = [a * a, b * b]
-    s = relevance / stabilize(sq[0] + sq[1], _eps(call), nonneg=True)
+    s = relevance / stabilize(sq[0] + sq[1], call.eps, nonneg=True)
     shares: dict[int, Tensor] = {}
     kept: Tensor | float = 0.0
     for i in (0, 1):

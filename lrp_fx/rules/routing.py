@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .autodiff import vjp_multi
 from .base import Gradient, Route, WinnerTakesAll
-from .call import RuleCall, sum_to
+from .call import RuleCall, keepdim_shape, reduced_dims, sum_to
 from .registry import aten, register_rule
 
 ROUTING_OPS = [
@@ -257,16 +257,11 @@ def reduced_max(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     is routed in ``misc.py``.)"""
     if isinstance(call.rule, Gradient):
         return _routing_vjp(call, relevance)
-    node = call.node
     x = call.arg(0)
     if x.dim() == 0:
         return call.first(relevance)
-    if node.target in (aten.max.default, aten.min.default):
-        dims: Any = []
-    else:
-        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", [])
-    dims = [d % x.dim() for d in ([dims] if isinstance(dims, int) else dims)] or list(range(x.dim()))
-    kept_shape = [1 if d in dims else n for d, n in enumerate(x.shape)]
+    dims = reduced_dims(call, x)
+    kept_shape = keepdim_shape(x, dims)
     wins = (x == call.out().reshape(kept_shape)).to(relevance.dtype)
     ties = wins.sum(dims, keepdim=True).clamp(min=1)
     return call.first(wins * (relevance.reshape(kept_shape) / ties))
@@ -278,13 +273,10 @@ def soft_maximum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     exp(x - y)``, the gradient of ``logsumexp`` (``Gradient`` gives the same numbers). Each element's share is its
     softmax weight, which sum to one, so exactly conservative; where one element dominates, it takes all, as
     ``amax``'s rule gives. (Decomposed, ``x - max`` divided the relevance by ``stab(0)`` at the maximum.)"""
-    node = call.node
     x = call.arg(0)
     if x.dim() == 0:
         return call.first(relevance)
-    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", [])
-    dims = [d % x.dim() for d in ([dims] if isinstance(dims, int) else dims)] or list(range(x.dim()))
-    kept_shape = [1 if d in dims else n for d, n in enumerate(x.shape)]
+    kept_shape = keepdim_shape(x, reduced_dims(call, x))
     y = call.out().reshape(kept_shape)
     weights = torch.exp(x - y)
     weights = torch.where(torch.isfinite(y), weights, torch.zeros((), dtype=weights.dtype, device=weights.device))
