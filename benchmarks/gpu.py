@@ -103,15 +103,24 @@ def _measure_model(name: str, dt_name: str, batch: int, presets: list[str]) -> l
         f"| {name} | {dt_name} | forward | {t_f:.2f} | {t_f / t_g:.2f} | {m_f / mb:.0f} | {m_f / m_g:.2f} | | |",
         f"| {name} | {dt_name} | fwd+input-grad | {t_g:.2f} | 1.00 | {m_g / mb:.0f} | 1.00 | | |",
     ]
-    variants = [("auto", "fused", "kernels")] + ([("off", "fused", "torch rules")] if dt is torch.float32 else [])
+    variants = [("auto", "fused", "kernels", None)]
+    variants += [("off", "fused", "torch rules", None)] if dt is torch.float32 else []
     if name.startswith("vit"):
-        variants += [("all", "fused", "kernels, fused linear"), ("all", "stacked", "kernels, stacked linear")]
+        variants += [
+            ("all", "fused", "kernels, fused linear", None),
+            ("all", "stacked", "kernels, stacked linear", None),
+        ]
+        # the planner's least-memory plan (bit-identical relevance; about a gradient's memory on CPU), cplrp only
+        variants += [("auto", "fused", "kernels, memory_budget=0", 0)]
         presets = VIT_PRESETS
     for preset in presets:
-        kw = {"low": -3.0, "high": 3.0} if preset == "epsilon_gamma_box" else {}
+        base = {"low": -3.0, "high": 3.0} if preset == "epsilon_gamma_box" else {}
         if dt is torch.bfloat16:
-            kw.update(epsilon=1e-2, stabilizer=1e-2)
-        for mode, linear, label in variants:
+            base.update(epsilon=1e-2, stabilizer=1e-2)
+        for mode, linear, label, budget in variants:
+            if budget is not None and preset != "cplrp":
+                continue
+            kw = dict(base, memory_budget=budget) if budget is not None else base
             os.environ["LRP_FX_KERNELS"] = mode
             os.environ["LRP_FX_LINEAR_KERNEL"] = linear
             t0 = time.perf_counter()

@@ -213,7 +213,8 @@ def attribute(
         strict: raise on ops without a rule (default). ``strict=False`` applies the declared gradient fallback and
             lists the nodes in ``Attribution.fallback_nodes``.
         memory_budget: bytes of forward activations the relevance pass may keep alive; the planner recomputes
-            cheap values beyond it.
+            cheap values beyond it (``0``: all it can, close to what a gradient keeps; ``None``: keep everything,
+            the fastest). The relevance is identical either way.
         track_absorbed: record the relevance each node's bias and stabiliser absorbed.
         reuse_weights: compute the values that depend on parameters only (batch norms folded into convolutions,
             the modified weights of z+/gamma/alpha-beta) once and keep them between calls until a parameter or

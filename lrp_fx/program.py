@@ -540,8 +540,7 @@ class ProgramBuilder:
         gm = make_fx(self._run, tracing_mode=tracing_mode)(*flat)
         seed_ph = [n for n in gm.graph.nodes if n.op == "placeholder"][-1]
         seed_ph.meta["lrp_fx_seed"] = True
-        stats = PromisePlanner(gm, self.options.memory_budget).plan(self.records)
-        stats.aliased = sum(1 for r in self.records.values() if r.aliased_to)
+        stats = PromisePlanner(gm, self.options.memory_budget).plan(self.records)  # counts live aliased requests
         if any(n.target is PROMISE for n in gm.graph.nodes if n.op == "call_function"):
             raise RuleError("internal error: unresolved promise nodes remain")
         assignments = [

@@ -4,11 +4,19 @@ A rule that needs a forward value asks for it through ``RuleCall.value``; in the
 is a ``lrp_fx::promise(value, id)`` node. ``PromisePlanner`` then resolves every promise node:
 
 * **keep**: the promise is replaced by the forward value itself, which stays alive until its last rule runs;
-* **recompute**: the chain of cheap forward ops (element-wise, views) from the nearest kept ancestors is copied just
-  before the first rule that needs the value, so the forward value can be freed after the forward pass.
+* **recompute**: the chain of cheap forward ops (element-wise, views, copies, layer norms) from the nearest kept
+  values is copied just before the first rule that needs the value, so the forward value can be freed after the
+  forward pass.
+
+Requests no rule result depends on (a routing rule's VJP traces its input only for the shape) are dropped first and
+counted as ``dead``. Memory is counted per storage: a promised view is served by the node it views (its *owner*),
+kept or recomputed with it, and ``bytes_kept`` counts each kept storage once.
 
 Default is keep-everything (fastest). With ``memory_budget`` (bytes of kept activations) the planner recomputes
-values, cheapest chains first (shorter chain, then larger saving), until the budget holds or nothing cheap is left.
+owners in execution order until the budget holds: a chain may run through owners recomputed before it, at most
+``max_chain`` data-moving ops long (views are free), and only where the value is at least 1/8 of the bytes its chain
+reads (a residual stream rebuilt add by add through whole stages is not worth it). ``memory_budget=0`` thus keeps
+what only a matmul, convolution or reduction could rebuild, about what autograd saves for an input gradient.
 Decisions are deterministic and reported in ``PromiseStats``. This is the save-versus-recompute decision of
 AOTAutograd's partitioner, made for the relevance pass's needs.
 """
@@ -63,6 +71,7 @@ class PromiseStats:
     bytes_recomputed: int = 0
     chain_lengths: list[int] = field(default_factory=list)
     budget: int | None = None
+    dead: int = 0  # requests traced by a rule whose result does not depend on them, dropped before planning
 
     @property
     def max_chain(self) -> int:
@@ -84,6 +93,7 @@ class PromiseStats:
             "max_chain": self.max_chain,
             "mean_chain": round(self.mean_chain, 2),
             "budget": self.budget,
+            "dead": self.dead,
         }
 
 
@@ -94,8 +104,46 @@ def _nbytes(node: fx.Node) -> int:
     return 0
 
 
+def _is_view(node: fx.Node) -> bool:
+    """A view (or a tuple element of one): re-running it moves no data."""
+    if node.op != "call_function":
+        return False
+    if node.target is operator.getitem:
+        return _is_view(node.args[0])
+    return getattr(node.target, "is_view", False)
+
+
+def _owner(node: fx.Node) -> fx.Node:
+    """The node whose storage ``node`` is a view of (``node`` itself when it is not a view)."""
+    while _is_view(node) and node.all_input_nodes:
+        node = node.args[0] if isinstance(node.args[0], fx.Node) else node.all_input_nodes[0]
+    return node
+
+
+def _view_path(node: fx.Node, owner: fx.Node) -> list[fx.Node]:
+    """The views from ``owner`` down to ``node``, in execution order."""
+    path = []
+    while node is not owner:
+        path.append(node)
+        node = node.args[0] if isinstance(node.args[0], fx.Node) else node.all_input_nodes[0]
+    return path[::-1]
+
+
+def _bytes_read(chain: list[fx.Node]) -> int:
+    """Activation bytes the data-moving ops of a recompute chain read (views read nothing; parameters and inputs
+    are there anyway)."""
+    return sum(
+        _nbytes(a)
+        for n in chain
+        if not _is_view(n)
+        for a in n.all_input_nodes
+        if a.op not in ("placeholder", "get_attr")
+    )
+
+
 def _cheap(node: fx.Node) -> bool:
-    """Element-wise or view-like: recomputing costs one pass over memory, no matmul or convolution."""
+    """Element-wise, view-like or a memory-bound copy or normalisation: recomputing costs a pass or two over
+    memory, no matmul or convolution."""
     if node.op != "call_function":
         return False
     target = node.target
@@ -104,18 +152,18 @@ def _cheap(node: fx.Node) -> bool:
     tags = getattr(target, "tags", ())
     if torch.Tag.pointwise in tags:
         return True
-    schema = getattr(target, "_schema", None)
-    if schema is not None and getattr(target, "is_view", False):
-        return True
-    return target in _ROUTING_COPIES
+    return _is_view(node) or target in _MEMORY_BOUND
 
 
-_ROUTING_COPIES = {
+_MEMORY_BOUND = {
     aten.cat.default,
     aten.clone.default,
     aten._to_copy.default,
     aten.max_pool2d_with_indices.default,
     aten.constant_pad_nd.default,
+    # A layer norm's output is two passes over its input (statistics, then the affine map); rebuilding it from the
+    # residual stream, which the add rules keep anyway, frees one activation per norm.
+    aten.native_layer_norm.default,
 }
 
 
@@ -129,54 +177,69 @@ class PromisePlanner:
 
     def plan(self, records: dict[int, PromiseRecord]) -> PromiseStats:
         graph = self.gm.graph
+        requested = sum(1 for n in graph.nodes if n.op == "call_function" and n.target is PROMISE)
+        # A rule may trace more than its result needs (a routing rule's VJP re-runs a view of its input only for the
+        # view's shape): those promises are dead. Dropped first, they neither count as kept nor hold their value
+        # (or the chain to it) as an anchor the recompute search must stop at.
+        graph.eliminate_dead_code()
         promises = [n for n in graph.nodes if n.op == "call_function" and n.target is PROMISE]
+        self._order = {n: i for i, n in enumerate(graph.nodes)}
         by_value: dict[fx.Node, list[fx.Node]] = {}
         for p in promises:
             by_value.setdefault(p.args[0], []).append(p)
-        stats = PromiseStats(promises=len(promises), values=len(by_value), budget=self.budget)
-        stats.aliased = sum(1 for r in records.values() if r.aliased_to)
+        stats = PromiseStats(
+            promises=len(promises), values=len(by_value), budget=self.budget, dead=requested - len(promises)
+        )
+        live_ids = {p.args[1] for p in promises}
+        stats.aliased = sum(1 for pid, r in records.items() if r.aliased_to and pid in live_ids)
         forward = self._forward_nodes()
-        activations = {v for v in by_value if v.op != "placeholder"}
-        used_later = {n for n in forward if any(u not in forward for u in n.users)}
+        # Memory is held by storages, not by nodes: a kept view keeps its base alive, and re-running a view of a
+        # kept base saves nothing. So decisions are made per owner (the node a promised value is a view of, or the
+        # value itself), and a recomputed owner brings its promised views back with it.
+        groups: dict[fx.Node, list[fx.Node]] = {}
+        for v in by_value:
+            groups.setdefault(_owner(v), []).append(v)
+        owned = {o for o in groups if o.op not in ("placeholder", "get_attr")}
         recompute: dict[fx.Node, list[fx.Node]] = {}
         if self.budget is not None:
-            kept_bytes = sum(_nbytes(v) for v in activations)
-            pinned: set[fx.Node] = set()
-            candidates = []
-            for v in sorted(activations, key=lambda n: n.name):
-                chain = self._chain(v, available=used_later - {v}, forward=forward)
-                if chain is not None:
-                    candidates.append((len(chain), -_nbytes(v), v.name, v, chain))
-            for _, _, _, v, chain in sorted(candidates, key=lambda c: c[:3]):
+            # In execution order, so that an owner's ancestors are decided first: a chain then stops at kept
+            # owners only and runs on through recomputed ones (a layer norm's output and the contiguous copy of it
+            # that a linear layer reads are both rebuilt from the residual stream), and no later decision can take
+            # away a value an earlier chain starts from.
+            kept_bytes = sum(_nbytes(o) for o in owned)
+            available = set(owned)
+            for o in sorted(owned, key=self._order.__getitem__):
                 if kept_bytes <= self.budget:
                     break
-                if v in pinned:
-                    continue
-                roots = {a for n in chain for a in n.all_input_nodes if a not in chain}
-                if any(r in recompute for r in roots):
-                    continue
-                recompute[v] = chain
-                pinned.update(roots)
-                kept_bytes -= _nbytes(v)
-        for v, uses in by_value.items():
-            if v in recompute:
-                chain = recompute[v]
-                first = uses[0]
+                chain = self._chain(o, available=available - {o}, forward=forward)
+                if chain is None or _nbytes(o) * 8 < _bytes_read(chain):
+                    continue  # nothing cheap rebuilds it, or it is small next to what rebuilding reads (a norm's rstd)
+                recompute[o] = chain
+                available.discard(o)
+                kept_bytes -= _nbytes(o)
+        for o, values in groups.items():
+            uses = [p for v in values for p in by_value[v]]
+            if o in recompute:
+                first = min(uses, key=lambda p: self._order[p])
                 mapping: dict[fx.Node, fx.Node] = {}
                 with graph.inserting_before(first):
-                    for n in chain:
-                        mapping[n] = graph.node_copy(n, lambda a, m=mapping: m.get(a, a))
-                for p in uses:
-                    p.replace_all_uses_with(mapping[v])
-                stats.recomputed += 1
-                stats.bytes_recomputed += _nbytes(v)
-                stats.chain_lengths.append(len(chain))
+                    for n in recompute[o] + [n for v in values for n in _view_path(v, o)]:
+                        if n not in mapping:
+                            mapping[n] = graph.node_copy(n, lambda a, m=mapping: m.get(a, a))
+                            mapping[n].meta["lrp_fx_recomputed"] = True
+                for v in values:
+                    for p in by_value[v]:
+                        p.replace_all_uses_with(mapping[v])
+                stats.recomputed += len(values)
+                stats.bytes_recomputed += _nbytes(o)
+                stats.chain_lengths.append(len(recompute[o]))
             else:
-                for p in uses:
-                    p.replace_all_uses_with(v)
-                if v in activations:
-                    stats.kept += 1
-                    stats.bytes_kept += _nbytes(v)
+                for v in values:
+                    for p in by_value[v]:
+                        p.replace_all_uses_with(v)
+                if o in owned:
+                    stats.kept += len(values)
+                    stats.bytes_kept += _nbytes(o)
             for p in uses:
                 graph.erase_node(p)
         graph.eliminate_dead_code()
@@ -207,7 +270,13 @@ class PromisePlanner:
         def need(n: fx.Node) -> bool:
             if n in seen or (n is not v and n in available) or n.op in ("placeholder", "get_attr"):
                 return True
-            if n not in forward or not _cheap(n) or len(chain) >= self.max_chain:
+            if n not in forward or not _cheap(n):
+                return False
+            # Views are free to re-run, so only the ops that move data count against ``max_chain``; the second
+            # bound keeps a chain of many views from copying a large part of the graph. ``seen`` holds the nodes
+            # visited so far, whether or not their inputs are resolved yet.
+            ops = sum(1 for c in seen if not _is_view(c))
+            if (not _is_view(n) and ops >= self.max_chain) or len(seen) >= 4 * self.max_chain:
                 return False
             seen.add(n)
             if not all(need(a) for a in n.all_input_nodes):
