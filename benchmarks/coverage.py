@@ -39,6 +39,7 @@ Other families (``--family``; the Hugging Face models in ``benchmarks/_hf_models
     python benchmarks/coverage.py --from-json cnn=docs/coverage_rows/cnn.json,\
 transformers=docs/coverage_rows/transformers.json,paper15=docs/coverage_rows/paper15.json   # docs/coverage.md
     python benchmarks/coverage.py --from-json tasks=docs/coverage_rows/tasks.json --update  # that section only
+    python benchmarks/coverage.py --family tasks --refresh-promises  # new planner statistics, other columns kept
 """
 
 from __future__ import annotations
@@ -183,6 +184,7 @@ class Row:
     live: int = 0
     ruled: int = 0
     promises: int = 0
+    dead: int = 0  # promise requests no rule result depends on, dropped before planning (``res.stats.dead``)
     kept: int = 0
     aliased: int = 0
     recomputed: int = 0
@@ -222,6 +224,7 @@ def _coverage_pass(row: Row, model: nn.Module, inputs: Any, composite: str, **kw
         row.error = f"non-finite relevance under {composite}"
     stats = res.stats.as_dict()
     row.promises, row.kept, row.aliased = stats["promises"], stats["kept"], stats["aliased"]
+    row.dead = stats["dead"]
     row.recomputed, row.mb_kept = stats["recomputed"], stats["bytes_kept"] / 2**20
     return res
 
@@ -263,9 +266,19 @@ def _fmt_err(v: float | None) -> str:
 
 
 HEADER = (
-    "| model | px | aten nodes | unique ops | nodes with a rule | promises | kept | aliased | recomputed "
+    "| model | px | aten nodes | unique ops | nodes with a rule | promises | dead | kept | aliased | recomputed "
     "| MB kept | cons. err (+absorbed) | cons. err (plain) | s | status |"
 )
+
+
+def promise_note(dead_column: bool) -> str:
+    """The sentence every section's text has on what the promise columns count (the planner since it drops dead
+    requests and counts storages, not views)."""
+    dead = "dropped before planning and counted in *dead*" if dead_column else "dropped before planning"
+    return (
+        f"Promise counts exclude dead requests (those no rule result depends on: {dead}), and *MB kept* counts "
+        "each kept storage once (a kept view is not counted apart from its base)."
+    )
 
 
 def _status(r: Row) -> str:
@@ -280,7 +293,7 @@ def _status(r: Row) -> str:
 def table_row(r: Row) -> str:
     status, cover = _status(r), f"{r.ruled}/{r.live}" if r.live else "-"
     return (
-        f"| {r.model} | {r.size} | {r.nodes} | {r.ops} | {cover} | {r.promises} | {r.kept} | {r.aliased} "
+        f"| {r.model} | {r.size} | {r.nodes} | {r.ops} | {cover} | {r.promises} | {r.dead} | {r.kept} | {r.aliased} "
         f"| {r.recomputed} | {r.mb_kept:.1f} | {_fmt_err(r.err_absorbed)} | {_fmt_err(r.err_plain)} "
         f"| {r.seconds:.0f} | {status} |"
     )
@@ -342,7 +355,7 @@ def render(rows: list[Row], size: int) -> str:
         "* *nodes with a rule*: live nodes (those relevance flows through) that have a registered rule, under "
         "`epsilon_plus_flat` in strict mode (re-run non-strict when a rule is missing, to count).",
         "* *promises* ... *MB kept*: the promise planner's statistics (`res.stats`) for that program, default "
-        "(unlimited) memory budget.",
+        f"(unlimited) memory budget. {promise_note(True)}",
         "* *cons. err*: composite `epsilon`, `target=None`, on the model made bias-free and cast to float64: every "
         "additive constant zeroed (conv/linear biases, batch-norm shifts and running means, norm-layer shifts) and "
         "each conv/linear weight rescaled to unit output RMS on the input (`unit_scale`; untrained weights otherwise "
@@ -503,6 +516,15 @@ def _absorbers(res: lrp_fx.Attribution, seed: float, top: int = 2) -> str:
     return ", ".join(f"{k} {v / denom:+.1e}" for k, v in big if abs(v) > 1e-6 * denom)
 
 
+def hf_setup(case: Any) -> tuple[nn.Module, dict, dict]:
+    """One ``_hf_models`` tiny case as its row measures it: the model (seed 0), its inputs (seed 0) and the options
+    of ``lrp_fx.attribute``."""
+    torch.manual_seed(0)
+    model = case.build()
+    inputs = case.inputs(torch.Generator().manual_seed(0))
+    return model, inputs, {"output": case.output}
+
+
 def run_transformer(name: str) -> HFRow:
     """One family of ``_hf_models.tiny_cases()``: coverage under ``attnlrp`` (strict; non-strict to count when a rule
     is missing), then conservation in float64 on the model with its additive constants zeroed (``zero_additive``):
@@ -514,11 +536,8 @@ def run_transformer(name: str) -> HFRow:
     row = HFRow(name, kind=case.kind)
     start = time.perf_counter()
     try:
-        torch.manual_seed(0)
-        model = case.build()
-        inputs = case.inputs(torch.Generator().manual_seed(0))
+        model, inputs, kw = hf_setup(case)
         row.inputs = _describe(inputs)
-        kw = {"output": case.output}
         _coverage_pass(row, model, inputs, "attnlrp", **kw)
         zero_additive(model)
         model.double()
@@ -623,7 +642,7 @@ def render_transformers(rows: list[HFRow]) -> str:
         "Columns:",
         "",
         "* *aten nodes*, *unique ops*, *nodes with a rule*, *promises* ... *MB kept*: as in the CNN table, under "
-        "`attnlrp` in strict mode.",
+        f"`attnlrp` in strict mode. {promise_note(False)}",
         "* *cplrp err*: composite `cplrp` with `track_absorbed=True` on the model in float64 with every additive "
         "constant that does not depend on the inputs zeroed (`zero_additive`: parameters and buffers named `bias` "
         "or `*_bias`, i.e. linear/convolution biases, layer-norm shifts, relative-position bias tables, SigLIP's "
@@ -669,6 +688,7 @@ class PaperRow:
     live: int = 0
     ruled: int = 0
     promises: int = 0
+    dead: int = 0
     mb_kept: float = 0.0
     seconds: float = 0.0
     missing: list[str] = field(default_factory=list)
@@ -700,6 +720,7 @@ def run_paper(name: str, trace: bool = True) -> PaperRow:
         row.missing = [m.op for m in rep.missing]
         if rep.stats is not None:
             row.promises, row.mb_kept = rep.stats.promises, rep.stats.bytes_kept / 2**20
+            row.dead = rep.stats.dead
     except Exception as err:
         row.error = _short(err)
         traceback.print_exc(file=sys.stderr)
@@ -758,7 +779,8 @@ def render_paper(rows: list[PaperRow]) -> str:
             "`torch.device('meta')` and captured on meta inputs: `lrp_fx.coverage.report` exports, canonicalises and "
             "prepares the graph, assigns rules (`attnlrp`; `epsilon_plus_flat` for the CNNs) and traces the "
             "attribution program with fake tensors, so no weight or activation is ever allocated (*MB kept*: what "
-            "the program would keep at these input sizes). No conservation here: meta tensors have no values. "
+            f"the program would keep at these input sizes). {promise_note(False)} No conservation here: meta tensors "
+            "have no values. "
             "Node counts are of our aten graph after canonicalisation (batch norms folded, identities dropped), "
             "which need not match the paper's graph granularity. Inputs: 224-pixel images (480 for EfficientNetV2-M, "
             "384 for SigLIP2), 128 tokens, 1 s of audio, 30 s of log-mel features, 1024 Pix2Struct patches; Mamba's "
@@ -945,6 +967,16 @@ def _short_task(err: BaseException) -> str:
     )
 
 
+def task_setup(case: TaskCase) -> tuple[nn.Module, tuple[torch.Tensor, ...], dict]:
+    """One tasks case as its row measures it: the model (seed 0, eval mode), its inputs (seed 0) and the options of
+    ``lrp_fx.attribute``."""
+    torch.manual_seed(0)
+    model = case.build().eval()
+    gen = torch.Generator().manual_seed(0)
+    xs = tuple(torch.randn(*s, generator=gen) for s in case.shapes)
+    return model, xs, {"target": case.target, "output": case.output, "reuse_weights": False}
+
+
 def run_task(name: str) -> TaskRow:
     """One model of ``task_cases()``, as ``run_model`` does for the CNNs: coverage under ``epsilon_plus_flat``
     (strict; non-strict to count when a rule is missing), then conservation under ``epsilon`` with
@@ -960,11 +992,7 @@ def run_task(name: str) -> TaskRow:
     )
     start = time.perf_counter()
     try:
-        torch.manual_seed(0)
-        model = case.build().eval()
-        gen = torch.Generator().manual_seed(0)
-        xs = tuple(torch.randn(*s, generator=gen) for s in case.shapes)
-        kw = {"target": case.target, "output": case.output, "reuse_weights": False}
+        model, xs, kw = task_setup(case)
         x = xs[0] if len(xs) == 1 else xs
         res = _coverage_pass(row, model, x, "epsilon_plus_flat", **kw)
         cplrp = any(a.op in CPLRP_OPS for a in res.program.assignments)
@@ -996,7 +1024,8 @@ def run_task(name: str) -> TaskRow:
 
 
 TASK_HEADER = (
-    "| model | task | inputs | explained | aten nodes | unique ops | nodes with a rule | promises | kept | aliased "
+    "| model | task | inputs | explained | aten nodes | unique ops | nodes with a rule | promises | dead | kept "
+    "| aliased "
     "| recomputed | MB kept | cons. err (+absorbed) | cons. err (plain) | cplrp err (+absorbed) | cplrp err (plain) "
     "| s | status |"
 )
@@ -1009,7 +1038,8 @@ def task_table_row(r: TaskRow) -> str:
     errs = " | ".join(_fmt_err(v) + (dtype if v is not None else "") for v in errs)
     return (
         f"| {r.model} | {r.kind} | {r.inputs} | {r.explained} | {r.nodes} | {r.ops} | {cover} | {r.promises} "
-        f"| {r.kept} | {r.aliased} | {r.recomputed} | {r.mb_kept:.1f} | {errs} | {r.seconds:.0f} | {status} |"
+        f"| {r.dead} | {r.kept} | {r.aliased} | {r.recomputed} | {r.mb_kept:.1f} | {errs} | {r.seconds:.0f} "
+        f"| {status} |"
     )
 
 
@@ -1090,7 +1120,7 @@ TASK_NOTES = [
     "",
     "Columns:",
     "",
-    "* *aten nodes* ... *MB kept*: as in the CNN table (strict `epsilon_plus_flat`).",
+    f"* *aten nodes* ... *MB kept*: as in the CNN table (strict `epsilon_plus_flat`). {promise_note(True)}",
     "* *cons. err*: as in the CNN table, composite `epsilon` with `track_absorbed=True` on the model made bias-free "
     "(`zero_biases`; MViT's class token and position tables zeroed too, `zero_additive`, as in the transformers "
     "table) and unit-scale (`unit_scale`), in float64, against the output relevance the target seeds. RAFT builds "
@@ -1223,6 +1253,159 @@ def update_doc(old: str, tables: dict[str, list], size: int) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+# -- --refresh-promises: new planner statistics for existing rows ------------------------------------------------------
+# The fields of a row that come from the promise planner (``res.stats``), per family; everything else in a row stays.
+PROMISE_FIELDS = {
+    "cnn": ("promises", "dead", "kept", "aliased", "recomputed", "mb_kept"),
+    "tasks": ("promises", "dead", "kept", "aliased", "recomputed", "mb_kept"),
+    "transformers": ("promises", "dead", "kept", "aliased", "recomputed", "mb_kept"),
+    "paper15": ("promises", "dead", "mb_kept"),
+}
+# Graph counts a refreshed row must reproduce (else its program is not the one the row measured).
+GRAPH_FIELDS = ("nodes", "ops", "live", "ruled", "missing")
+# The line of each section's text that describes the promise columns (by its start), replaced by the fresh one.
+PROMISE_TEXT = {
+    "cnn": "* *promises* ... *MB kept*:",
+    "tasks": "* *aten nodes* ... *MB kept*:",
+    "transformers": "* *aten nodes*, *unique ops*, *nodes with a rule*, *promises* ... *MB kept*:",
+    "paper15": "Configs written out in `benchmarks/_hf_models.py`",
+}
+REFRESHED = "Promise columns refreshed on "
+
+
+def coverage_only(family: str, row: Any) -> Any:
+    """A fresh row of ``family`` for ``row.model`` with only its coverage half measured (graph counts and promise
+    statistics: ``_coverage_pass``, or ``run_paper`` for paper15), the model, inputs and options built as the
+    family's sweep builds them (``build``/``example``, ``task_setup``, ``hf_setup``)."""
+    if family == "paper15":
+        return run_paper(row.model)
+    fresh = ROW_CLASSES[family](row.model, size=row.size)
+    start = time.perf_counter()
+    try:
+        if family == "cnn":
+            model, x = build(row.model), example(row.model, row.size)
+            _coverage_pass(fresh, model, x, "epsilon_plus_flat", reuse_weights=False)
+        elif family == "tasks":
+            model, xs, kw = task_setup(task_case(row.model))
+            _coverage_pass(fresh, model, xs[0] if len(xs) == 1 else xs, "epsilon_plus_flat", **kw)
+        else:
+            from _hf_models import tiny_case
+
+            model, inputs, kw = hf_setup(tiny_case(row.model))
+            _coverage_pass(fresh, model, inputs, "attnlrp", **kw)
+    except Exception as err:
+        fresh.error = _short(err)
+        traceback.print_exc(file=sys.stderr)
+    finally:
+        lrp_fx.CACHE.clear()
+        gc.collect()
+    fresh.seconds = time.perf_counter() - start
+    return fresh
+
+
+def refresh_promises(family: str, rows: list, models: list[str]) -> tuple[list, list[str]]:
+    """``rows`` with their promise statistics (``PROMISE_FIELDS``) measured anew, every other field as it was.
+    Only the rows named in ``models`` (all when empty). A row that records a failure stays as it is, and so does
+    one whose fresh coverage pass fails or does not reproduce its graph counts (``GRAPH_FIELDS``). Returns the rows
+    and the names of those left as they were, with why."""
+    out, skipped = [], []
+    for row in rows:
+        if models and row.model not in models:
+            out.append(row)
+            continue
+        if row.error:
+            skipped.append(f"{row.model} (its row records a failure)")
+            out.append(row)
+            continue
+        fresh = coverage_only(family, row)
+        diff = [f for f in GRAPH_FIELDS if getattr(fresh, f) != getattr(row, f)]
+        if fresh.error or diff:
+            changed = ", ".join(f"{f} {getattr(row, f)} -> {getattr(fresh, f)}" for f in diff)
+            why = fresh.error or f"its graph changed since the row was made: {changed}; the row needs a full re-run"
+            skipped.append(f"{row.model} ({why})")
+            print(f"{row.model}: not refreshed: {why}", flush=True)
+            out.append(row)
+            continue
+        new = dataclasses.replace(row, **{f: getattr(fresh, f) for f in PROMISE_FIELDS[family]})
+        change = ", ".join(f"{f} {getattr(row, f):.4g} -> {getattr(new, f):.4g}" for f in PROMISE_FIELDS[family])
+        print(f"{row.model}: {change} ({fresh.seconds:.0f} s)", flush=True)
+        out.append(new)
+    return out, skipped
+
+
+def _table_span(lines: list[str]) -> tuple[int, int]:
+    """``[start, end)`` of the first markdown table (consecutive lines starting with ``|``) in ``lines``."""
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return start, end
+
+
+def refresh_section(old: str, family: str, rows: list, command: str, left: list[str] = ()) -> str:
+    """``old``'s section of ``family`` with only what the promise statistics change taken from a fresh render of
+    ``rows``: the table, the line describing the promise columns (``PROMISE_TEXT``) and a line after "Generated
+    by" saying when and how the promise columns were refreshed (and which rows were not: ``left``). The rest of the
+    section (its date, totals and any note written into it by hand) and every other section stay as they are."""
+    sections = _sections(old)
+    index = next((i for i, sec in enumerate(sections) if sec.split("\n", 1)[0] == TITLES[family]), None)
+    if index is None:
+        raise SystemExit(f"--refresh-promises: no section {TITLES[family]!r} to refresh")
+    lines = sections[index].split("\n")
+    fresh = render_doc({family: rows}, 64).rstrip("\n").split("\n")  # size: only the CNN text uses it, not kept
+    start, end = _table_span(lines)
+    fresh_start, fresh_end = _table_span(fresh)
+    lines[start:end] = fresh[fresh_start:fresh_end]
+    key = PROMISE_TEXT[family]
+    at = [i for i, ln in enumerate(lines) if ln.startswith(key)]
+    if at:
+        lines[at[0]] = next(ln for ln in fresh if ln.startswith(key))
+    else:
+        print(f"--refresh-promises: no line starting {key!r} in the {family} section; its text left as it is")
+    columns = ", ".join(f"*{c}*" for c in ("promises", "dead", "kept", "aliased", "recomputed", "MB kept"))
+    if family == "transformers":
+        columns = "*promises*, *kept*, *MB kept*"
+    elif family == "paper15":
+        columns = "*promises*, *MB kept*"
+    note = (
+        f"{REFRESHED}{datetime.date.today().isoformat()} by `{command}`, for the planner that drops dead requests "
+        f"and counts each kept storage once: only the promise columns ({columns}) were measured anew, every other "
+        "column is as generated."
+    )
+    if left:
+        note += f" Rows left as they were: {'; '.join(left)}."
+    old_note = [i for i, ln in enumerate(lines) if ln.startswith(REFRESHED)]
+    if old_note:
+        lines[old_note[0]] = note
+    else:
+        generated = next(i for i, ln in enumerate(lines) if ln.startswith("Generated by"))
+        lines[generated + 1 : generated + 1] = ["", note]
+    sections[index] = "\n".join(lines)
+    return "\n\n".join(sections) + "\n"
+
+
+def main_refresh(args: argparse.Namespace) -> int:
+    """``--refresh-promises``: the family's rows from its JSON (``--json``, default ``docs/coverage_rows/F.json``)
+    with new promise statistics (``refresh_promises``), written back, and the family's section of ``--out``
+    (default docs/coverage.md) refreshed (``refresh_section``)."""
+    families = FAMILIES if args.family == "all" else (args.family,)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    out = Path(args.out or "docs/coverage.md")
+    failed = False
+    for family in families:
+        start = time.perf_counter()
+        path = Path(args.json or f"docs/coverage_rows/{family}.json")
+        rows, skipped = refresh_promises(family, load_rows(family, str(path)), models)
+        path.write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
+        command = f"python benchmarks/coverage.py --family {family} --refresh-promises"
+        command += f" --models {','.join(models)}" if models else ""
+        out.write_text(refresh_section(out.read_text(), family, rows, command, skipped))
+        done = sum(1 for r in rows if not models or r.model in models) - len(skipped)
+        print(f"{family}: {done} rows refreshed in {time.perf_counter() - start:.0f} s; wrote {path} and {out}")
+        for why in skipped:
+            print(f"  left as it was: {why}")
+        failed |= any("records a failure" not in why for why in skipped)
+    return 1 if failed else 0
+
+
 def main_family(args: argparse.Namespace) -> int:
     """``--family transformers|paper15|all`` and ``--from-json family=PATH,...`` (see ``main``)."""
     if args.worker:
@@ -1301,9 +1484,18 @@ def main(argv: list[str] | None = None) -> int:
         help="with --from-json family=PATH: rewrite only those families' sections of the existing --out file "
         "(default docs/coverage.md), keeping every other section as it is",
     )
+    parser.add_argument(
+        "--refresh-promises",
+        action="store_true",
+        help="re-measure only the promise statistics of the --family's rows in its JSON (--json, default "
+        "docs/coverage_rows/FAMILY.json; --models: only those rows), keep every other field, write the JSON back "
+        "and refresh the table and promise-column text of that family's section of --out (default docs/coverage.md)",
+    )
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)  # internal: one model, JSON row to stdout
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    if args.refresh_promises:
+        return main_refresh(args)
     if args.family != "cnn" or "=" in args.from_json:
         return main_family(args)
     if args.worker:

@@ -96,7 +96,8 @@ class CoverageReport:
             s = self.stats
             lines += [
                 "",
-                f"promises: {s.promises} requests for {s.values} forward values: {s.kept} kept "
+                f"promises: {s.promises} requests ({s.dead} traced but unused, dropped) for {s.values} forward values: "
+                f"{s.kept} kept "
                 f"({s.bytes_kept / 2**20:.2f} MiB), {s.recomputed} recomputed ({s.bytes_recomputed / 2**20:.2f} MiB), "
                 f"{s.aliased} aliased; recompute chains max {s.max_chain}, mean {s.mean_chain:.2f}; "
                 f"budget {'none' if s.budget is None else s.budget}",
