@@ -94,14 +94,22 @@ def _parse_param(text: str) -> tuple[str, object]:
     return key, parsed
 
 
-def _positive_int(text: str) -> int:
+def _int_at_least(text: str, low: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        value = low - 1
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def _bytes(text: str) -> int:
+    return _int_at_least(text, 0, "a number of bytes >= 0")
 
 
 def _check_preset(name: str) -> str:
@@ -307,6 +315,14 @@ def _add_preset_arguments(p: argparse.ArgumentParser, default_help: str) -> None
         metavar="KEY=VALUE",
         help="extra rule parameter for lrp_fx.attribute, repeatable (e.g. epsilon=1e-6, gamma=0.25)",
     )
+    p.add_argument(
+        "--memory-budget",
+        type=_bytes,
+        default=None,
+        metavar="BYTES",
+        help="bytes of forward values the relevance pass may keep alive: 0 rebuilds all that cheap ops can (about a "
+        "gradient's memory, the same relevance); default: keep everything (fastest)",
+    )
 
 
 def _model_spec(args: argparse.Namespace) -> str:
@@ -442,6 +458,8 @@ def _run_explain(args: argparse.Namespace) -> int:
         raise CLIError("nothing to explain: give one or more image files after MODEL")
     preset = _check_preset(args.preset or ("attnlrp" if text_mode else DEFAULT_PRESET))
     params = dict(args.param)
+    if args.memory_budget is not None:
+        params["memory_budget"] = args.memory_budget
     images = []
     if not text_mode:
         from lrp_fx import assets
@@ -654,7 +672,7 @@ def _run_coverage(args: argparse.Namespace) -> int:
         inputs = torch.randn(shape, generator=gen, dtype=getattr(torch, dtype)).to(device)
         if dtype == "float64":
             model = model.double()
-    report = coverage(model, inputs, preset, name=loaded.name, **dict(args.param))
+    report = coverage(model, inputs, preset, name=loaded.name, memory_budget=args.memory_budget, **dict(args.param))
     print(report.render(ops=args.ops))
     if args.json:
         path = Path(args.json).expanduser()

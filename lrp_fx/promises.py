@@ -183,7 +183,7 @@ class PromisePlanner:
         # (or the chain to it) as an anchor the recompute search must stop at.
         graph.eliminate_dead_code()
         promises = [n for n in graph.nodes if n.op == "call_function" and n.target is PROMISE]
-        self._order = {n: i for i, n in enumerate(graph.nodes)}
+        order = {n: i for i, n in enumerate(graph.nodes)}
         by_value: dict[fx.Node, list[fx.Node]] = {}
         for p in promises:
             by_value.setdefault(p.args[0], []).append(p)
@@ -208,7 +208,7 @@ class PromisePlanner:
             # away a value an earlier chain starts from.
             kept_bytes = sum(_nbytes(o) for o in owned)
             available = set(owned)
-            for o in sorted(owned, key=self._order.__getitem__):
+            for o in sorted(owned, key=order.__getitem__):
                 if kept_bytes <= self.budget:
                     break
                 chain = self._chain(o, available=available - {o}, forward=forward)
@@ -220,7 +220,7 @@ class PromisePlanner:
         for o, values in groups.items():
             uses = [p for v in values for p in by_value[v]]
             if o in recompute:
-                first = min(uses, key=lambda p: self._order[p])
+                first = min(uses, key=order.__getitem__)
                 mapping: dict[fx.Node, fx.Node] = {}
                 with graph.inserting_before(first):
                     for n in recompute[o] + [n for v in values for n in _view_path(v, o)]:

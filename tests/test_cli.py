@@ -478,6 +478,21 @@ def test_coverage_all_ruled_exits_0(tmp_path, capsys):
 
 
 @pytest.mark.skipif(_ATTRIBUTE is None, reason=_WHY_NO_CORE)
+def test_coverage_memory_budget_reaches_the_planner(tmp_path, capsys):
+    reports = {}
+    for budget in (None, "0"):
+        report = tmp_path / f"cov{budget}.json"
+        extra = [] if budget is None else ["--memory-budget", budget]
+        assert cli.main(["coverage", TINY, "--input-shape", "2x3x16x16", "--json", str(report), *extra]) == 0
+        reports[budget] = json.loads(report.read_text())["promises"]
+    assert "budget 0" in capsys.readouterr().out
+    assert reports[None]["budget"] is None and reports[None]["recomputed"] == 0
+    assert reports["0"]["budget"] == 0 and reports["0"]["bytes_kept"] <= reports[None]["bytes_kept"]
+    assert cli.main(["coverage", TINY, "--memory-budget", "-1"]) == 2
+    assert "bytes >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(_ATTRIBUTE is None, reason=_WHY_NO_CORE)
 def test_coverage_missing_rule_exits_1_with_source_line(cumsum_spec, capsys):
     rc = cli.main(["coverage", cumsum_spec, "--input-shape", "1x3x8x8", "--no-ops"])
     assert rc == 1
