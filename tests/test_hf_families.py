@@ -81,6 +81,27 @@ def test_every_family_attributes_strictly_and_conserves(name):
     _check(name)
 
 
+def _least_memory_plan_is_identical(name: str) -> None:
+    """``memory_budget=0`` rebuilds forward values instead of keeping them: the same relevance, bit for bit, from
+    fewer kept bytes."""
+    model, inputs, kw = cov.hf_setup(hf.tiny_case(name))
+    kept = lrp_fx.attribute(model, inputs, composite="attnlrp", **kw)
+    low = lrp_fx.attribute(model, inputs, composite="attnlrp", memory_budget=0, **kw)
+    pairs = zip(torch.utils._pytree.tree_leaves(kept.relevance), torch.utils._pytree.tree_leaves(low.relevance))
+    assert all(torch.equal(a, b) for a, b in pairs if isinstance(a, torch.Tensor)), name
+    assert low.stats.recomputed > 0 and low.stats.bytes_kept < kept.stats.bytes_kept, name
+
+
+def test_least_memory_plan_on_an_encoder_decoder():
+    _least_memory_plan_is_identical("bart")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in ALL if n != "bart"])
+def test_least_memory_plan_of_every_family(name):
+    _least_memory_plan_is_identical(name)
+
+
 def test_padding_tokens_get_no_relevance():
     """The second text sample is padded by two tokens: its attention mask carries no relevance, and the padded
     positions (never attended to by a bidirectional encoder) receive none."""
