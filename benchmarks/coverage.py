@@ -45,6 +45,7 @@ transformers=docs/coverage_rows/transformers.json,paper15=docs/coverage_rows/pap
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -56,7 +57,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,10 +235,25 @@ def _short(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[:160]}"
 
 
-def run_model(name: str, size: int) -> Row:
-    row = Row(name, size=input_size(name, size))
+@contextlib.contextmanager
+def _measuring(row: Any, short: Callable[[BaseException], str] = _short) -> Iterator[None]:
+    """One row of a sweep: its wall time into ``row.seconds``, and an exception into ``row.error`` (one model
+    failing must not stop the sweep); the program cache emptied afterwards either way."""
     start = time.perf_counter()
     try:
+        yield
+    except Exception as err:
+        row.error = short(err)
+        traceback.print_exc(file=sys.stderr)
+    finally:
+        lrp_fx.CACHE.clear()
+        gc.collect()
+        row.seconds = time.perf_counter() - start
+
+
+def run_model(name: str, size: int) -> Row:
+    row = Row(name, size=input_size(name, size))
+    with _measuring(row):
         model = build(name)
         x = example(name, size)
         _coverage_pass(row, model, x, "epsilon_plus_flat", reuse_weights=False)
@@ -251,13 +267,6 @@ def run_model(name: str, size: int) -> Row:
         )
         row.err_absorbed, row.err_plain = conservation(res)
         del res, model
-    except Exception as err:  # one model failing must not stop the sweep
-        row.error = _short(err)
-        traceback.print_exc(file=sys.stderr)
-    finally:
-        lrp_fx.CACHE.clear()
-        gc.collect()
-    row.seconds = time.perf_counter() - start
     return row
 
 
@@ -534,8 +543,7 @@ def run_transformer(name: str) -> HFRow:
 
     case = tiny_case(name)
     row = HFRow(name, kind=case.kind)
-    start = time.perf_counter()
-    try:
+    with _measuring(row):
         model, inputs, kw = hf_setup(case)
         row.inputs = _describe(inputs)
         _coverage_pass(row, model, inputs, "attnlrp", **kw)
@@ -550,13 +558,6 @@ def run_transformer(name: str) -> HFRow:
         res = lrp_fx.attribute(model, inputs, composite="attnlrp", track_absorbed=True, strict=strict, **kw)
         row.err_attnlrp = conservation_any(res)[0]
         del res, model
-    except Exception as err:  # one family failing must not stop the sweep
-        row.error = _short(err)
-        traceback.print_exc(file=sys.stderr)
-    finally:
-        lrp_fx.CACHE.clear()
-        gc.collect()
-    row.seconds = time.perf_counter() - start
     return row
 
 
@@ -708,8 +709,7 @@ def run_paper(name: str, trace: bool = True) -> PaperRow:
 
     case = paper_case(name)
     row = PaperRow(name, source=case.kind)
-    start = time.perf_counter()
-    try:
+    with _measuring(row):
         with torch.device("meta"):
             model = case.build()
             inputs = case.inputs(None)
@@ -721,13 +721,6 @@ def run_paper(name: str, trace: bool = True) -> PaperRow:
         if rep.stats is not None:
             row.promises, row.mb_kept = rep.stats.promises, rep.stats.bytes_kept / 2**20
             row.dead = rep.stats.dead
-    except Exception as err:
-        row.error = _short(err)
-        traceback.print_exc(file=sys.stderr)
-    finally:
-        lrp_fx.CACHE.clear()
-        gc.collect()
-    row.seconds = time.perf_counter() - start
     return row
 
 
@@ -990,8 +983,7 @@ def run_task(name: str) -> TaskRow:
         explained=case.explained,
         cons_dtype="float64" if case.float64 else "float32",
     )
-    start = time.perf_counter()
-    try:
+    with _measuring(row, _short_task):
         model, xs, kw = task_setup(case)
         x = xs[0] if len(xs) == 1 else xs
         res = _coverage_pass(row, model, x, "epsilon_plus_flat", **kw)
@@ -1013,13 +1005,6 @@ def run_task(name: str) -> TaskRow:
             res = lrp_fx.attribute(model, x, composite="cplrp", track_absorbed=True, strict=not row.missing, **kw)
             row.err_cplrp_absorbed, row.err_cplrp_plain = conservation_any(res, seeded=case.target is not None)
         del res, model
-    except Exception as err:  # one model failing must not stop the sweep
-        row.error = _short_task(err)
-        traceback.print_exc(file=sys.stderr)
-    finally:
-        lrp_fx.CACHE.clear()
-        gc.collect()
-    row.seconds = time.perf_counter() - start
     return row
 
 
@@ -1228,6 +1213,10 @@ def load_rows(family: str, path: str) -> list:
     return [ROW_CLASSES[family](**r) for r in json.loads(Path(path).read_text())]
 
 
+def save_rows(path: str | Path, rows: list) -> None:
+    Path(path).write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
+
+
 def _sections(text: str) -> list[str]:
     """A markdown document cut before each top-level heading (``# ``), each piece without its trailing newlines."""
     starts = [m.start() for m in re.finditer(r"^# ", text, flags=re.M)]
@@ -1280,8 +1269,7 @@ def coverage_only(family: str, row: Any) -> Any:
     if family == "paper15":
         return run_paper(row.model)
     fresh = ROW_CLASSES[family](row.model, size=row.size)
-    start = time.perf_counter()
-    try:
+    with _measuring(fresh):
         if family == "cnn":
             model, x = build(row.model), example(row.model, row.size)
             _coverage_pass(fresh, model, x, "epsilon_plus_flat", reuse_weights=False)
@@ -1293,13 +1281,6 @@ def coverage_only(family: str, row: Any) -> Any:
 
             model, inputs, kw = hf_setup(tiny_case(row.model))
             _coverage_pass(fresh, model, inputs, "attnlrp", **kw)
-    except Exception as err:
-        fresh.error = _short(err)
-        traceback.print_exc(file=sys.stderr)
-    finally:
-        lrp_fx.CACHE.clear()
-        gc.collect()
-    fresh.seconds = time.perf_counter() - start
     return fresh
 
 
@@ -1394,7 +1375,7 @@ def main_refresh(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         path = Path(args.json or f"docs/coverage_rows/{family}.json")
         rows, skipped = refresh_promises(family, load_rows(family, str(path)), models)
-        path.write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
+        save_rows(path, rows)
         command = f"python benchmarks/coverage.py --family {family} --refresh-promises"
         command += f" --models {','.join(models)}" if models else ""
         out.write_text(refresh_section(out.read_text(), family, rows, command, skipped))
@@ -1445,7 +1426,7 @@ def main_family(args: argparse.Namespace) -> int:
             print(fmt(row), flush=True)
             if args.json:
                 path = Path(args.json if len(families) == 1 else args.json.replace(".json", f"_{family}.json"))
-                path.write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
+                save_rows(path, rows)
         tables[family] = rows
         print(summary(rows))
     if args.out:
@@ -1514,7 +1495,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(table_row(row), flush=True)
             if args.json:  # rewritten after every model: a long sweep that dies keeps what it measured
-                Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
+                save_rows(args.json, rows)
     text = render(rows, args.size)
     out = Path(args.out or "docs/coverage.md")
     out.parent.mkdir(parents=True, exist_ok=True)

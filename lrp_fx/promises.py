@@ -113,10 +113,15 @@ def _is_view(node: fx.Node) -> bool:
     return getattr(node.target, "is_view", False)
 
 
+def _viewed(view: fx.Node) -> fx.Node:
+    """The node a view (or a tuple element of one) looks into."""
+    return view.args[0] if isinstance(view.args[0], fx.Node) else view.all_input_nodes[0]
+
+
 def _owner(node: fx.Node) -> fx.Node:
     """The node whose storage ``node`` is a view of (``node`` itself when it is not a view)."""
     while _is_view(node) and node.all_input_nodes:
-        node = node.args[0] if isinstance(node.args[0], fx.Node) else node.all_input_nodes[0]
+        node = _viewed(node)
     return node
 
 
@@ -125,7 +130,7 @@ def _view_path(node: fx.Node, owner: fx.Node) -> list[fx.Node]:
     path = []
     while node is not owner:
         path.append(node)
-        node = node.args[0] if isinstance(node.args[0], fx.Node) else node.all_input_nodes[0]
+        node = _viewed(node)
     return path[::-1]
 
 
