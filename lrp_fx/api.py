@@ -452,33 +452,39 @@ def _model_key(model: nn.Module) -> tuple:
             if t in _VALUE_TYPES:
                 if name != "training":
                     key += (name, t, v)
+            elif t is dict or t is OrderedDict:  # first: most of a module's attributes are its bookkeeping dicts
+                _dict_key(key, name, v, non_persistent, stack, seen)
             elif isinstance(v, Tensor):
                 key += (name, _Ident(v))
             elif t is tuple:
                 if all(type(e) in _VALUE_TYPES for e in v):
                     key += (name, v)
-            elif name == "_modules":
-                for child_name, child in v.items():
-                    # a weak reference, not the id: a new module can take a collected one's id (the program does
-                    # not hold the modules), but a dead reference equals no other
-                    key += (child_name, None if child is None else weakref.ref(child))
-                    if child is not None and id(child) not in seen:
-                        seen.add(id(child))
-                        stack.append(child)
-            elif name == "_parameters":
-                for p_name, p in v.items():
-                    key += (p_name, None) if p is None else (p_name, p.shape, p.dtype)
-            elif name == "_buffers":
-                for b_name, b in v.items():
-                    if b is None:
-                        key += (b_name, None)
-                    elif b_name in non_persistent:
-                        key += (b_name, _Ident(b))
-                    else:
-                        key += (b_name, b.shape, b.dtype)
-            elif (name == "_forward_hooks" or name == "_forward_pre_hooks") and v:
-                key += (name, tuple(v))
     return tuple(key)
+
+
+def _dict_key(key: list[Any], name: str, v: dict, non_persistent: Any, stack: list, seen: set) -> None:
+    """``_model_key``'s part for one of a module's dicts: children, parameters, buffers, forward hooks."""
+    if name == "_modules":
+        for child_name, child in v.items():
+            # a weak reference, not the id: a new module can take a collected one's id (the program does
+            # not hold the modules), but a dead reference equals no other
+            key += (child_name, None if child is None else weakref.ref(child))
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                stack.append(child)
+    elif name == "_parameters":
+        for p_name, p in v.items():
+            key += (p_name, None) if p is None else (p_name, p.shape, p.dtype)
+    elif name == "_buffers":
+        for b_name, b in v.items():
+            if b is None:
+                key += (b_name, None)
+            elif b_name in non_persistent:
+                key += (b_name, _Ident(b))
+            else:
+                key += (b_name, b.shape, b.dtype)
+    elif (name == "_forward_hooks" or name == "_forward_pre_hooks") and v:
+        key += (name, tuple(v))
 
 
 def _float_dtypes(model: nn.Module, leaves: list[Any]) -> set[torch.dtype]:

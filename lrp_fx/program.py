@@ -166,14 +166,30 @@ def _plain(r: Any) -> Any:
     return r.materialize() if isinstance(r, _Pieces) else r
 
 
+def _live_tensor(model: torch.nn.Module, kind: str, name: str) -> Tensor:
+    """``model.get_parameter(name)`` / ``get_buffer(name)``, read straight from the modules' ``_modules``,
+    ``_parameters`` and ``_buffers`` dicts: the public getters cost about 15 us each (a ResNet-50 call reads 320
+    tensors: 5 ms of host time on every call, which a GPU waits for). Anything unusual goes to them, for their
+    errors."""
+    *path, leaf = name.split(".")
+    module = model
+    try:
+        for atom in path:
+            module = module._modules[atom]
+        tensor = (module._parameters if kind == "param" else module._buffers)[leaf]
+    except (KeyError, AttributeError):
+        tensor = None
+    if tensor is None:
+        return model.get_parameter(name) if kind == "param" else model.get_buffer(name)
+    return tensor
+
+
 def feed(captured: Captured, model: torch.nn.Module, leaves: list[Any]) -> list[Any]:
     """The captured graph's inputs: live parameters and buffers of ``model``, constants, input leaves."""
     out = []
     for src in captured.sources:
-        if src.kind == "param":
-            out.append(model.get_parameter(src.name).detach())
-        elif src.kind == "buffer":
-            out.append(model.get_buffer(src.name).detach())
+        if src.kind == "param" or src.kind == "buffer":
+            out.append(_live_tensor(model, src.kind, src.name).detach())
         elif src.kind == "constant":
             out.append(src.value)
         else:

@@ -218,6 +218,28 @@ def test_parameter_replacement_and_mode_toggles_do_not_rebuild():
     torch.testing.assert_close(res.relevance, fresh(model, x, **kw).relevance, rtol=0, atol=0)
 
 
+def test_parametrized_weights_and_swapped_buffers_are_read_live():
+    """Parameters behind a parametrization (``weight_norm``: ``parametrizations.weight.original0/1``) and a swapped
+    persistent buffer are read from the live module tree on every call (``program._live_tensor``), as
+    ``get_parameter``/``get_buffer`` would."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3)).eval()
+    model[1].running_mean.uniform_(-0.5, 0.5)
+    nn.utils.parametrizations.weight_norm(model[3])
+    x, kw = torch.randn(4, 5), {"target": 1, "composite": "epsilon"}
+    first = lrp_fx.attribute(model, x, **kw)
+    torch.testing.assert_close(first.output, model(x))  # the folded batch norm rounds differently
+    names = {src.name for src in first.program.captured.sources if src.kind == "param"}
+    assert any(name.startswith("3.parametrizations.weight.") for name in names), names
+    with torch.no_grad():
+        model[3].parametrizations.weight.original1.mul_(-2.0)  # the direction: the effective weight changes
+    model[1].running_var = torch.rand(6) + 0.5  # a new buffer object of the same shape
+    res = lrp_fx.attribute(model, x, **kw)
+    assert res.program is first.program
+    torch.testing.assert_close(res.output, model(x))
+    torch.testing.assert_close(res.relevance, fresh(model, x, **kw).relevance, rtol=0, atol=0)
+
+
 def test_parameter_of_a_new_shape_rebuilds():
     model, x = Attrs().eval(), torch.randn(2, 4)
     lrp_fx.attribute(model, x, target=0)
