@@ -41,6 +41,12 @@ def parse_args(argv=None):
         help="markdown output path (default docs/gpu_kernels_table.md; with --smoke a file in the temp dir)",
     )
     p.add_argument("--only", default="linear,conv,attention", help="comma list of: linear, conv, attention")
+    p.add_argument(
+        "--linear-impls",
+        default="fused,stacked",
+        help="linear kernel implementations checked and timed: fused (Triton GEMMs), stacked (cuBLAS + fused "
+        "elementwise); comma list",
+    )
     p.add_argument("--warmup", type=float, default=10.0, help="do_bench warmup in ms")
     p.add_argument("--rep", type=float, default=40.0, help="do_bench repetition time in ms")
     p.add_argument("--no-compile-check", action="store_true", help="skip the torch.compile check")
@@ -103,6 +109,8 @@ DT_NAME = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 # rule variants timed (and checked): (name, rule, x_nonneg)
 LINEAR_RULES = [("epsilon", "epsilon", False), ("zplus+", "zplus", True), ("alphabeta+", "alphabeta", True)]
 LINEAR_RULES += [("gamma", "gamma", False)]
+_IMPLS = {"fused": False, "stacked": True}
+LINEAR_STACKED = [_IMPLS[i.strip()] for i in ARGS.linear_impls.split(",") if i.strip()]
 
 
 def gen(seed):
@@ -239,7 +247,7 @@ def linear_variants(shape, shape_label, dt):
             f"{'stacked ' if stacked else ''}{name} M,K,N={shape_label}",
             lambda r=rule, n=nonneg, st=stacked: linear_case(*shape, dt, r, n, stacked=st),
         )
-        for stacked in (False, True)
+        for stacked in LINEAR_STACKED
         for name, rule, nonneg in LINEAR_RULES
     ]
 
