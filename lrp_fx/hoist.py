@@ -142,15 +142,23 @@ def _sample(t: Tensor) -> Tensor | None:
     return t.reshape(-1)[(n - 1) % step :: step]  # every step-th element, the last one among them
 
 
-def _fingerprint(weights: list[Any]) -> dict[Any, Tensor]:
-    """Copies of the weights' samples as bytes, one tensor per device and dtype (compared with one ``torch.equal``
-    each: bit for bit, so NaNs compare equal; one device sync per group on a GPU)."""
+def _samples(weights: list[Any]) -> tuple[dict[Any, list[Tensor]], bool]:
+    """The weights' samples per device and dtype, and whether every sample is a view of its weight's memory (then
+    the same samples read the weights' current contents for as long as their keys are unchanged)."""
     parts: dict[Any, list[Tensor]] = {}
+    views = True
     for w in weights:
         if isinstance(w, Tensor):
             sample = _sample(w)
             if sample is not None:
                 parts.setdefault((w.device, w.dtype), []).append(sample)
+                views = views and sample.untyped_storage().data_ptr() == w.untyped_storage().data_ptr()
+    return parts, views
+
+
+def _fingerprint(parts: dict[Any, list[Tensor]]) -> dict[Any, Tensor]:
+    """Copies of the samples as bytes, one tensor per device and dtype (compared with one ``torch.equal`` each: bit
+    for bit, so NaNs compare equal; one device sync per group on a GPU)."""
     return {group: torch.cat(p).view(torch.uint8) for group, p in parts.items()}  # cat: a copy
 
 
@@ -167,14 +175,25 @@ class WeightCache:
     refs: list[Any] = field(default_factory=list)  # the weights of ``key``: keeps their storage (addresses) alive
     runs: int = 0  # how many times the prologue ran
     fingerprint: dict[Any, Tensor] = field(default_factory=dict)  # ``_fingerprint`` of the weights of ``key``
+    # the samples of the weights of ``key`` when all are views (``_samples``): a call with the same key reuses them
+    # instead of slicing every weight again (1.5 of 2.4 ms per call for ResNet-50's 320 tensors on a CPU)
+    samples: dict[Any, list[Tensor]] | None = None
 
     def get(self, hoisted: HoistedProgram, placeholder_values: list[Any]) -> tuple[Tensor, ...]:
         weights = [placeholder_values[i] for i in hoisted.slots]
         key = [_key(w) for w in weights]
-        fingerprint = _fingerprint(weights)
+        if key == self.key and self.samples is not None:
+            # same addresses, layouts and versions, and ``refs`` keeps those storages alive: the views still read
+            # these weights' memory, as fresh samples would
+            parts, views = self.samples, True
+        else:
+            parts, views = _samples(weights)
+            self.samples = None  # set again below, with the key it belongs to
+        fingerprint = _fingerprint(parts)
         if key != self.key or not _same_fingerprint(fingerprint, self.fingerprint):
             self.values = tuple(hoisted.prologue(*weights))
             self.key, self.refs, self.fingerprint = key, weights, fingerprint
+            self.samples = parts if views else None
             self.runs += 1
         return self.values
 
@@ -192,4 +211,4 @@ class WeightCache:
         return total
 
     def clear(self) -> None:
-        self.key, self.values, self.refs, self.fingerprint = None, (), [], {}
+        self.key, self.values, self.refs, self.fingerprint, self.samples = None, (), [], {}, None

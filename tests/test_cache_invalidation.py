@@ -128,6 +128,40 @@ def test_data_write_to_one_block_is_seen_and_unchanged_model_reuses_everything()
     torch.testing.assert_close(res.relevance, fresh(model, x, **kw).relevance, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "strided_with_gaps"])
+def test_data_writes_are_seen_for_weights_in_other_layouts(layout):
+    """A weight sampled through a view (channels-last: dense, permuted) is checked through the samples kept from the
+    last call; one with gaps in memory is sampled as a copy, so it is sampled afresh on every call. Both see
+    ``.data`` writes on every later call."""
+    model, x = conv_bn(), torch.randn(1, 3, 12, 12)
+    w = model[3].weight
+    if layout == "channels_last":
+        new = w.detach().contiguous(memory_format=torch.channels_last)
+    else:
+        new = torch.zeros(w.shape[0], w.shape[1] * 2, *w.shape[2:]).as_strided(
+            w.shape, (w.shape[1] * 2 * 9, 18, 3, 1)
+        )  # every other input channel of a wider tensor
+        new.copy_(w.detach())
+    model[3].weight = nn.Parameter(new, requires_grad=False)
+    kw = {"target": 2, "composite": "epsilon_plus"}
+    first = lrp_fx.attribute(model, x, **kw)
+    cache = first.program.weight_cache
+    assert (cache.samples is not None) == (layout == "channels_last")
+    runs = cache.runs
+    lrp_fx.attribute(model, x, **kw)
+    assert cache.runs == runs
+    for step in range(2):  # a write, a call that sees it; again, through the samples kept (or taken) after the first
+        model[3].weight.data[3].mul_(-1.5)
+        res = lrp_fx.attribute(model, x, **kw)
+        assert res.program is first.program and cache.runs == runs + step + 1
+        torch.testing.assert_close(res.relevance, fresh_copy(model, x, **kw).relevance, rtol=0, atol=0)
+
+
+def fresh_copy(model, x, **kw):
+    """A fresh build on a copy: the model's own cache is kept."""
+    return lrp_fx.attribute(copy.deepcopy(model), x, **kw)
+
+
 def test_reuse_weights_false_and_clear_see_any_data_write():
     """The documented ways to force fresh weights after a write the sample may miss (a single element)."""
     model, x = conv_bn(), torch.randn(1, 3, 12, 12)
