@@ -95,36 +95,19 @@ def _measure_model(
     compiled: bool = False,
     reuse_check: bool = False,
 ) -> list[str]:
-    import torchvision
-
     dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dt_name]
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, name)()
-    if name.startswith("vit"):
-        with torch.no_grad():  # torchvision zero-initialises the head: every logit (and relevance) would be 0
-            torch.nn.init.normal_(model.heads.head.weight, std=0.02)
-    model = model.eval().to(DEVICE, dt)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    x = torch.randn(batch, 3, 224, 224, device=DEVICE, dtype=dt)
-    target = torch.randint(0, 1000, (batch,), device=DEVICE)
+    model, x, target = setup(name, dt, batch, DEVICE)
 
     def fwd():
         with torch.no_grad():
             model(x)
 
-    def grad():
-        xx = x.detach().requires_grad_(True)
-        out = model(xx)
-        seed = torch.zeros_like(out).scatter_(1, target[:, None], 1.0)
-        torch.autograd.grad(out, xx, seed)
-
+    grad = gradient_fn(model, x, target)
     t_f, t_g = _bench(fwd), _bench(grad)
     m_f, m_g = _peak(fwd), _peak(grad)
-    mb = 2**20
     rows = [
-        f"| {name} | {dt_name} | forward | {t_f:.2f} | {t_f / t_g:.2f} | {m_f / mb:.0f} | {m_f / m_g:.2f} | | |",
-        f"| {name} | {dt_name} | fwd+input-grad | {t_g:.2f} | 1.00 | {m_g / mb:.0f} | 1.00 | | |",
+        _row(name, dt_name, "forward", t_f, m_f, t_g, m_g),
+        _row(name, dt_name, "fwd+input-grad", t_g, m_g, t_g, m_g),
     ]
     print("\n".join(rows), flush=True)  # a run cut off later still has the baseline in its log
     # (LRP_FX_KERNELS, LRP_FX_LINEAR_KERNEL, label, extra attribute() arguments, only for this preset)
@@ -142,12 +125,10 @@ def _measure_model(
         variants += [("auto", "fused", "kernels, memory_budget=0", {"memory_budget": 0}, "cplrp")]
         presets = VIT_PRESETS
     for preset in presets:
-        # bf16 runs on the library's half-precision defaults (epsilon = stabilizer = 1e-2, lrp_fx/composites.py)
-        base = {"low": -3.0, "high": 3.0} if preset == "epsilon_gamma_box" else {}
         for mode, linear, label, extra, only in variants:
             if only is not None and preset != only:
                 continue
-            kw = dict(base, **extra)
+            kw = dict(preset_kw(preset), **extra)
             os.environ["LRP_FX_KERNELS"] = mode
             os.environ["LRP_FX_LINEAR_KERNEL"] = linear
             try:  # one failing variant must not lose the model's other rows
@@ -163,8 +144,61 @@ def _measure_model(
     return rows
 
 
+def setup(name: str, dt: torch.dtype, batch: int, device: str) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A torchvision model (random weights, frozen, eval), a batch of 224 px inputs and one class target each."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)()
+    if name.startswith("vit"):
+        with torch.no_grad():  # torchvision zero-initialises the head: every logit (and relevance) would be 0
+            torch.nn.init.normal_(model.heads.head.weight, std=0.02)
+    model = model.eval().to(device, dt)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(batch, 3, 224, 224, device=device, dtype=dt)
+    target = torch.randint(0, 1000, (batch,), device=device)
+    return model, x, target
+
+
+def gradient_fn(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor):
+    """Forward + input gradient of the target logits: the baseline every ratio is taken to."""
+
+    def grad():
+        xx = x.detach().requires_grad_(True)
+        out = model(xx)
+        seed = torch.zeros_like(out).scatter_(1, target[:, None], 1.0)
+        torch.autograd.grad(out, xx, seed)
+
+    return grad
+
+
+def preset_kw(preset: str) -> dict:
+    """The preset's rule parameters (bf16 runs on the library's half-precision defaults, epsilon = stabilizer =
+    1e-2, ``lrp_fx/composites.py``)."""
+    return {"low": -3.0, "high": 3.0} if preset == "epsilon_gamma_box" else {}
+
+
+def _row(name, dt_name, label, t, m, t_g, m_g, build: float | None = None, err: str = "") -> str:
+    """One table row: time and peak memory, each also as a ratio to forward + input gradient."""
+    build_s = "" if build is None else f"{build:.1f}"
+    return (
+        f"| {name} | {dt_name} | {label} | {t:.2f} | {t / t_g:.2f} | {m / 2**20:.0f} | {m / m_g:.2f} | {build_s} | "
+        f"{err} |"
+    )
+
+
 def _failed_row(name: str, dt_name: str, label: str, err: Exception) -> str:
     return f"| {name} | {dt_name} | {label} FAILED: {type(err).__name__}: {str(err)[:80]} | | | | | | |"
+
+
+def _first_call(fn):
+    """``fn()``'s result and the seconds it took (on a GPU, to the end of its device work): a build's cost."""
+    t0 = time.perf_counter()
+    out = fn()
+    if not DRY_RUN:
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
 
 
 def _compiled_rows(model, x, target, name, dt_name, presets, t_g, m_g) -> list[str]:
@@ -181,7 +215,7 @@ def _compiled_rows(model, x, target, name, dt_name, presets, t_g, m_g) -> list[s
     if "cplrp" in presets:  # the least-memory plan through Inductor (on CPU: 2.06x -> 1.19x a gradient's peak)
         runs.append(("cplrp", {"memory_budget": 0}))
     for preset, extra in runs:
-        kw = dict({"low": -3.0, "high": 3.0} if preset == "epsilon_gamma_box" else {}, **extra)
+        kw = dict(preset_kw(preset), **extra)
         label = f"lrp {preset} (torch.compile backend, torch rules{', memory_budget=0' if extra else ''})"
         try:
             eager = lrp_fx.attribute(model, x, target=seed, composite=preset, **kw).relevance
@@ -213,39 +247,22 @@ def _compiled_row(cmodel, x, seed, name, dt_name, label, t_g, m_g, reference=Non
         xx = x.detach().requires_grad_(True)
         return torch.autograd.grad(cmodel(xx), xx, seed)[0]
 
-    t0 = time.perf_counter()
-    rel = run()
-    if not DRY_RUN:
-        torch.cuda.synchronize()
-    build = time.perf_counter() - t0
+    rel, build = _first_call(run)
     t, m = _bench(run), _peak(run)
     err = "" if reference is None else f"{((rel - reference).norm() / reference.norm()).item():.1e} vs eager"
-    mb = 2**20
-    return (
-        f"| {name} | {dt_name} | {label} | {t:.2f} | {t / t_g:.2f} | {m / mb:.0f} | {m / m_g:.2f} | {build:.1f} | "
-        f"{err} |"
-    )
+    return _row(name, dt_name, label, t, m, t_g, m_g, build, err)
 
 
 def _measure_variant(model, x, target, name, dt_name, preset, kw, label, t_g, m_g) -> str:
     import lrp_fx
 
-    t0 = time.perf_counter()
-    first = lrp_fx.attribute(model, x, target=target, composite=preset, **kw).relevance[:2]
-    if not DRY_RUN:
-        torch.cuda.synchronize()
-    build = time.perf_counter() - t0
-
     def run():
-        lrp_fx.attribute(model, x, target=target, composite=preset, **kw)
+        return lrp_fx.attribute(model, x, target=target, composite=preset, **kw)
 
+    first, build = _first_call(run)
     t_l, m_l = _bench(run), _peak(run)
-    err = _rel_error(name, model, preset, kw, x[:2], target[:2], first)
-    mb = 2**20
-    return (
-        f"| {name} | {dt_name} | lrp {preset} ({label}) | {t_l:.2f} | {t_l / t_g:.2f} | {m_l / mb:.0f} | "
-        f"{m_l / m_g:.2f} | {build:.1f} | {err:.1e} |"
-    )
+    err = _rel_error(name, model, preset, kw, x[:2], target[:2], first.relevance[:2])
+    return _row(name, dt_name, f"lrp {preset} ({label})", t_l, m_l, t_g, m_g, build, f"{err:.1e}")
 
 
 #: ViT-B/16 takes the transformer presets (the CNN presets are for convolutional networks)

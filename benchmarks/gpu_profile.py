@@ -13,25 +13,23 @@ much host time, make that difference. It prints one markdown table per method: t
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
-import torchvision
 from torch.profiler import ProfilerActivity, profile
 
-import lrp_fx
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gpu  # noqa: E402  (the end-to-end script's model setup and gradient baseline)
+
+import lrp_fx  # noqa: E402
 
 
 def _methods(model, x, target, presets):
-    def grad():
-        xx = x.detach().requires_grad_(True)
-        out = model(xx)
-        seed = torch.zeros_like(out).scatter_(1, target[:, None], 1.0)
-        torch.autograd.grad(out, xx, seed)
-
-    yield "fwd+input-grad", grad
+    yield "fwd+input-grad", gpu.gradient_fn(model, x, target)
     for preset in presets:
-        kw = {"low": -3.0, "high": 3.0} if preset == "epsilon_gamma_box" else {}
+        kw = gpu.preset_kw(preset)
         yield (
             f"lrp {preset}",
             lambda kw=kw, preset=preset: lrp_fx.attribute(model, x, target=target, composite=preset, **kw),
@@ -89,16 +87,7 @@ def main() -> None:
     for model_name in args.models.split(","):
         for dt_name in args.dtypes.split(","):
             dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dt_name]
-            torch.manual_seed(0)
-            model = getattr(torchvision.models, model_name)()
-            if model_name.startswith("vit"):
-                with torch.no_grad():  # torchvision zero-initialises the head
-                    torch.nn.init.normal_(model.heads.head.weight, std=0.02)
-            model = model.eval().to(dev, dt)
-            for p in model.parameters():
-                p.requires_grad_(False)
-            x = torch.randn(args.batch, 3, 224, 224, device=dev, dtype=dt)
-            target = torch.randint(0, 1000, (args.batch,), device=dev)
+            model, x, target = gpu.setup(model_name, dt, args.batch, dev)
             for label, fn in _methods(model, x, target, args.presets.split(",")):
                 table, summary = profile_method(fn, dev, args.top)
                 print(f"### {model_name} {dt_name} {label}: {summary}\n\n{table}\n", flush=True)

@@ -31,32 +31,32 @@ DOC = ROOT / "docs" / "memory_budget_compiled.md"
 METHODS = ("gradient", "eager", "eager memory_budget=0", "compiled", "compiled memory_budget=0")
 
 
+#: this script's eager methods are ``memory_budget.py``'s (same model, inputs, seed and calls)
+EAGER = {"gradient": "gradient", "eager": "lrp_fx", "eager memory_budget=0": "lrp_fx memory_budget=0"}
+
+
 def probe(method: str, batch: int) -> None:
     """In a fresh process: measure ``method`` and print its JSON record."""
-    import speed_transformers
+    import memory_budget
 
     import lrp_fx
 
     torch.set_num_threads(1)
-    model = speed_transformers.build("vit_b_16")
-    inputs, seed = speed_transformers.make_inputs("vit_b_16", batch, model)
-    x = inputs["x"]
-    budget = 0 if method.endswith("memory_budget=0") else None
-    if method.startswith("compiled"):
+    model, inputs, seed = memory_budget.build("vit_b_16", batch)
+    if method in EAGER:
+        call = memory_budget.method(EAGER[method], model, inputs, seed, "cplrp")
+
+        def fn():
+            out = call()
+            return out if isinstance(out, torch.Tensor) else out.relevance
+    else:
+        budget = 0 if method.endswith("memory_budget=0") else None
         cmodel = torch.compile(model, backend=lrp_fx.backend("cplrp", memory_budget=budget))
+        x = inputs["x"]
 
         def fn():
             xx = x.detach().requires_grad_(True)
             return torch.autograd.grad(cmodel(xx), xx, seed)[0]
-    elif method == "gradient":
-
-        def fn():
-            xx = x.detach().requires_grad_(True)
-            return torch.autograd.grad(model(xx), xx, seed)[0]
-    else:
-
-        def fn():
-            return lrp_fx.attribute(model, x, target=seed, composite="cplrp", memory_budget=budget).relevance
 
     t0 = time.perf_counter()
     first = fn()

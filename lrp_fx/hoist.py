@@ -188,7 +188,6 @@ class WeightCache:
             parts, views = self.samples, True
         else:
             parts, views = _samples(weights)
-            self.samples = None  # set again below, with the key it belongs to
         fingerprint = _fingerprint(parts)
         if key != self.key or not _same_fingerprint(fingerprint, self.fingerprint):
             self.values = tuple(hoisted.prologue(*weights))
