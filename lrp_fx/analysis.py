@@ -65,6 +65,7 @@ def nonneg(graph: fx.Graph, acts: set[fx.Node], groups: dict[fx.Node, str]) -> s
             ins = [n for n in node.all_input_nodes if n in acts]
             consts_ok = (
                 all(not isinstance(a, (int, float)) or a >= 0 for a in node.args[1:] if not isinstance(a, fx.Node))
+                and node.kwargs.get("alpha", 1) >= 0  # add(a, b, alpha=-2) = a - 2 b
                 if node.target in (aten.add.Tensor, aten.mul.Tensor)
                 else True
             )

@@ -81,7 +81,8 @@ def reuse_buffers(gm: fx.GraphModule) -> int:
         args = list(node.args)
         if _reusable(args[0], node, order):
             pass
-        elif node.target in COMMUTATIVE and len(args) > 1 and _reusable(args[1], node, order):
+        elif node.target in COMMUTATIVE and not node.kwargs and len(args) > 1 and _reusable(args[1], node, order):
+            # (add's alpha scales the second operand: a swap would move it onto the first)
             args[0], args[1] = args[1], args[0]
         else:
             continue

@@ -76,3 +76,17 @@ def test_inputs_and_live_values_are_never_overwritten():
     for got, want in zip(runner(x, y), gm(x, y)):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     assert torch.equal(x, x0) and torch.equal(y, y0)
+
+
+def test_add_with_alpha_keeps_its_operand_order():
+    """``add(a, b, alpha=c)`` is ``a + c b``: writing it into a dying ``b`` must not swap the operands."""
+
+    def f(x, y):
+        b = y * 2.0  # dies in the add, the only reusable operand
+        return torch.add(x, b, alpha=0.25)
+
+    x, y = torch.randn(3, 5), torch.randn(3, 5)
+    gm = make_fx(f)(x, y)
+    runner = copy_graph_module(gm)
+    reuse_buffers(runner)
+    torch.testing.assert_close(runner(x, y), gm(x, y), rtol=0, atol=0)

@@ -121,3 +121,31 @@ def test_transformer_presets_take_the_gamma_rule_on_linear_layers(composite):
     torch.testing.assert_close(plain.relevance, reference("epsilon", x, M, bias, R), rtol=1e-10, atol=1e-12)
     with pytest.raises(TypeError, match="gamma"):
         lrp_fx.attribute(module, x, target=R, composite="epsilon_plus", gamma=0.25)
+
+
+class _Difference(nn.Module):
+    def forward(self, a, b):
+        return torch.add(a, b, alpha=-2.0)  # of non-negative operands, yet of either sign
+
+
+def test_add_with_negative_alpha_is_not_taken_for_non_negative():
+    """ZPlus drops its ``x-`` terms only where ``x >= 0`` is proven; ``add(relu, relu, alpha=-2)`` proves nothing."""
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mix, self.head = _Difference(), nn.Linear(4, 3).double()
+
+        def forward(self, x):
+            return self.head(self.mix(x[:, :4].relu(), x[:, 4:].relu()))
+
+    torch.manual_seed(0)
+    model = Model().eval()
+    x = torch.randn(6, 8, dtype=torch.float64)
+    R = torch.randn(6, 3, dtype=torch.float64)
+    res = lrp_fx.attribute(model, x, target=R, composite="epsilon", overrides={nn.Linear: ZPlus()}, modules=["mix"])
+    a = torch.add(x[:, :4].relu(), x[:, 4:].relu(), alpha=-2.0)
+    assert (a < 0).any()
+    M = dense(lambda inp: inp @ model.head.weight.T, (6, 4))
+    expected = reference("zplus", a, M, model.head.bias.detach(), R)
+    torch.testing.assert_close(res.modules["mix"], expected, rtol=1e-10, atol=1e-12)
