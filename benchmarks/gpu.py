@@ -15,7 +15,8 @@ on the torch rule) and, in fp32, "torch rules" (``off``); for ViT-B/16, whose co
 "kernels, fused linear" (``all``: the Triton GEMMs) and "kernels, stacked linear" (``all`` with
 ``LRP_FX_LINEAR_KERNEL=stacked``: cuBLAS GEMMs + fused elementwise kernels; the fused Triton GEMMs only with
 ``--fused-linear``) and ``memory_budget=0``. ``--compiled`` adds ``torch.compile(model, backend=lrp_fx.backend(...))``
-rows and PyTorch's compiled gradient; ``--reuse-weights-check`` adds each preset with ``reuse_weights=False``.
+rows and PyTorch's compiled gradient; ``--reuse-weights-check`` adds each preset with ``reuse_weights=False``;
+``--folded-conv`` adds CNN rows with ``LRP_FX_CONV_KERNEL=folded`` (AlphaBeta/Gamma in fewer cuDNN products).
 ``--dry-run`` runs the same code paths on this CPU (one call per measurement), to check the script before a lease.
 """
 
@@ -94,6 +95,7 @@ def _measure_model(
     torch_rules: bool = True,
     compiled: bool = False,
     reuse_check: bool = False,
+    folded_conv: bool = False,
 ) -> list[str]:
     dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dt_name]
     model, x, target = setup(name, dt, batch, DEVICE)
@@ -117,6 +119,8 @@ def _measure_model(
     variants += [("off", "fused", "torch rules", {}, None)] if with_off else []
     if reuse_check:  # the weight cache's per-call check ends in a device sync; this skips it (and the cache)
         variants += [("auto", "fused", "kernels, reuse_weights=False", {"reuse_weights": False}, None)]
+    if folded_conv and not name.startswith("vit"):  # AlphaBeta/Gamma convolutions with fewer cuDNN products
+        variants += [("auto", "fused", "kernels, folded conv", {}, None)]
     if name.startswith("vit"):
         # the fused Triton GEMMs lost to cuBLAS 2-6x in the kernel table (docs/gpu.md): opt-in only
         variants += [("all", "fused", "kernels, fused linear", {}, None)] if fused_linear else []
@@ -131,6 +135,7 @@ def _measure_model(
             kw = dict(preset_kw(preset), **extra)
             os.environ["LRP_FX_KERNELS"] = mode
             os.environ["LRP_FX_LINEAR_KERNEL"] = linear
+            os.environ["LRP_FX_CONV_KERNEL"] = "folded" if label.endswith("folded conv") else "stacked"
             try:  # one failing variant must not lose the model's other rows
                 rows.append(_measure_variant(model, x, target, name, dt_name, preset, kw, label, t_g, m_g))
             except Exception as err:
@@ -139,6 +144,7 @@ def _measure_model(
             print(rows[-1], flush=True)
     os.environ["LRP_FX_KERNELS"] = "auto"
     os.environ["LRP_FX_LINEAR_KERNEL"] = "fused"
+    os.environ["LRP_FX_CONV_KERNEL"] = "stacked"
     if compiled:
         rows += _compiled_rows(model, x, target, name, dt_name, presets, t_g, m_g)
     return rows
@@ -321,6 +327,11 @@ def main() -> int:
         help="also each preset with reuse_weights=False (no weight cache, so no per-call check and its device sync)",
     )
     ap.add_argument(
+        "--folded-conv",
+        action="store_true",
+        help="CNNs: also each preset with LRP_FX_CONV_KERNEL=folded (kernels/signsplit_folded.py)",
+    )
+    ap.add_argument(
         "--dry-run",
         action="store_true",
         help="on this CPU, without kernels' timing or memory: one call per measurement (checks the code paths)",
@@ -352,6 +363,7 @@ def main() -> int:
         torch_rules=not args.no_torch_rules,
         compiled=args.compiled,
         reuse_check=args.reuse_weights_check,
+        folded_conv=args.folded_conv,
     )
     rows = end_to_end(models, args.batch, dtypes, presets, write, **opts)
     print(write(rows))

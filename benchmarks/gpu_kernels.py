@@ -21,6 +21,7 @@ four block configurations); the script is meant to stay within a few minutes on 
 """
 
 import argparse
+import functools
 import math
 import os
 import platform
@@ -45,7 +46,18 @@ def parse_args(argv=None):
         "--linear-impls",
         default="fused,stacked",
         help="linear kernel implementations checked and timed: fused (Triton GEMMs), stacked (cuBLAS + fused "
-        "elementwise); comma list",
+        "elementwise), folded (sign-split rules with fewer cuBLAS GEMMs, kernels/signsplit_folded.py); comma list",
+    )
+    p.add_argument(
+        "--conv-impls",
+        default="stacked",
+        help="sign-split conv pipelines checked and timed: stacked (conv2d.py), folded (signsplit_folded.py); comma "
+        "list",
+    )
+    p.add_argument(
+        "--mixed-alphabeta",
+        action="store_true",
+        help="also check and time AlphaBeta on a mixed-sign input (the folded pipelines' 8 -> 5 products case)",
     )
     p.add_argument("--warmup", type=float, default=10.0, help="do_bench warmup in ms")
     p.add_argument("--rep", type=float, default=40.0, help="do_bench repetition time in ms")
@@ -109,8 +121,20 @@ DT_NAME = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 # rule variants timed (and checked): (name, rule, x_nonneg)
 LINEAR_RULES = [("epsilon", "epsilon", False), ("zplus+", "zplus", True), ("alphabeta+", "alphabeta", True)]
 LINEAR_RULES += [("gamma", "gamma", False)]
-_IMPLS = {"fused": False, "stacked": True}
-LINEAR_STACKED = [_IMPLS[i.strip()] for i in ARGS.linear_impls.split(",") if i.strip()]
+if ARGS.mixed_alphabeta:
+    LINEAR_RULES += [("alphabeta", "alphabeta", False)]
+
+
+def _impls(text, choices):
+    impls = [i.strip() for i in text.split(",") if i.strip()]
+    bad = [i for i in impls if i not in choices]
+    if bad:
+        raise SystemExit(f"unknown implementation(s) {bad}; choose from {choices}")
+    return impls
+
+
+LINEAR_IMPLS = _impls(ARGS.linear_impls, ("fused", "stacked", "folded"))
+CONV_IMPLS = _impls(ARGS.conv_impls, ("stacked", "folded"))
 
 
 def gen(seed):
@@ -185,13 +209,13 @@ def scale_attention_relevance(q, k, v, r, causal, mask):
 # ------------------------------------------------------------------------------------------------------------------
 # cases: each returns (kernel_fn, torch_fn, ref64_fn) closures
 # ------------------------------------------------------------------------------------------------------------------
-def linear_case(M, K, N, dtype, rule, nonneg, seed=0, stacked=False):
-    """``stacked``: the cuBLAS + fused-elementwise implementation (``kernels/linear_stacked.py``) instead of the
-    fused Triton GEMMs."""
+def linear_case(M, K, N, dtype, rule, nonneg, seed=0, impl="fused"):
+    """``impl``: ``fused`` (the Triton GEMMs, through the operators), ``stacked`` (cuBLAS + fused elementwise,
+    ``kernels/linear_stacked.py``) or ``folded`` (``kernels/signsplit_folded.py``; epsilon as stacked)."""
     x, w, b, z, r = linear_inputs(M, K, N, dtype, seed, nonneg)
     eps = EPS[dtype]
-    k_eps = epsilon_linear_stacked_triton if stacked else K_EPS_LIN
-    k_ss = signsplit_linear_stacked_triton if stacked else K_SS_LIN
+    k_eps = K_EPS_LIN if impl == "fused" else epsilon_linear_stacked_triton
+    k_ss = K_SS_LIN if impl == "fused" else functools.partial(signsplit_linear_stacked_triton, folded=impl == "folded")
     if rule == "epsilon":
         return (
             lambda: k_eps(x, w, z, r, eps),
@@ -207,7 +231,8 @@ def linear_case(M, K, N, dtype, rule, nonneg, seed=0, stacked=False):
     )
 
 
-def conv_case(n, c, o, hw, dtype, rule, nonneg, seed=0, stride=1, padding=1, groups=1):
+def conv_case(n, c, o, hw, dtype, rule, nonneg, seed=0, stride=1, padding=1, groups=1, impl="stacked"):
+    """``impl``: the sign-split pipeline, ``stacked`` (through the operator) or ``folded`` (its launcher)."""
     x, w, b, z, r, conv = conv_inputs(n, c, o, hw, dtype, seed, nonneg, stride, padding, groups)
     eps = EPS[dtype]
     if rule == "epsilon":
@@ -218,8 +243,9 @@ def conv_case(n, c, o, hw, dtype, rule, nonneg, seed=0, stride=1, padding=1, gro
         )
     kw = dict(alpha=2.0, beta=1.0, gamma=0.25, eps=eps, x_nonneg=nonneg, **conv)
     d = [t.double() for t in (x, w, b, z, r)]
+    k_ss = K_SS_CONV if impl == "stacked" else functools.partial(signsplit_conv2d_triton, folded=True)
     return (
-        lambda: K_SS_CONV(x, w, b, z, r, rule, **kw),
+        lambda: k_ss(x, w, b, z, r, rule, **kw),
         lambda: signsplit_conv2d_ref(x, w, b, z, r, rule, upcast=False, **kw),
         lambda: signsplit_conv2d_ref(*d, rule, **kw),
     )
@@ -241,14 +267,26 @@ def attention_case(B, H, Hkv, N, d, dtype, rule, causal, padding=False, seed=0, 
 # correctness
 # ------------------------------------------------------------------------------------------------------------------
 def linear_variants(shape, shape_label, dt):
-    """``(label, make)`` of every linear rule variant of ``LINEAR_RULES`` on ``shape``, fused kernels then stacked."""
+    """``(label, make)`` of every linear rule variant of ``LINEAR_RULES`` on ``shape``, per implementation of
+    ``--linear-impls`` (folded: AlphaBeta and Gamma only; its epsilon and ZPlus are the stacked ones)."""
     return [
         (
-            f"{'stacked ' if stacked else ''}{name} M,K,N={shape_label}",
-            lambda r=rule, n=nonneg, st=stacked: linear_case(*shape, dt, r, n, stacked=st),
+            f"{'' if impl == 'fused' else impl + ' '}{name} M,K,N={shape_label}",
+            lambda r=rule, n=nonneg, im=impl: linear_case(*shape, dt, r, n, impl=im),
         )
-        for stacked in LINEAR_STACKED
+        for impl in LINEAR_IMPLS
         for name, rule, nonneg in LINEAR_RULES
+        if not (impl == "folded" and rule in ("epsilon", "zplus"))
+    ]
+
+
+def conv_variants():
+    """``(name prefix, rule, x_nonneg, impl)`` of the conv cases: every rule stacked, the sign-split ones folded."""
+    return [
+        (name if impl == "stacked" else f"folded {name}", rule, nonneg, impl)
+        for impl in CONV_IMPLS
+        for name, rule, nonneg in LINEAR_RULES
+        if not (impl == "folded" and rule in ("epsilon", "zplus"))
     ]
 
 
@@ -263,17 +301,11 @@ def correctness_cases(groups):
         geoms = [(2, 3, 4, 7, 1, 1, 1)] if SMOKE else [(4, 32, 48, 29, 1, 1, 1), (4, 32, 64, 30, 2, 1, 2)]
         for dt in dts:
             for n, c, o, hw, st, pad, grp in geoms:
-                for name, rule, nonneg in LINEAR_RULES:
+                for name, rule, nonneg, impl in conv_variants():
                     label = f"{name} {c}->{o} {hw}px s{st} g{grp}"
+                    kw = dict(stride=st, padding=pad, groups=grp, impl=impl)
                     cases.append(
-                        (
-                            "conv",
-                            label,
-                            dt,
-                            lambda a=(n, c, o, hw, dt, rule, nonneg), kw=dict(stride=st, padding=pad, groups=grp): (
-                                conv_case(*a, **kw)
-                            ),
-                        )
+                        ("conv", label, dt, lambda a=(n, c, o, hw, dt, rule, nonneg), kw=kw: conv_case(*a, **kw))
                     )
     if "attention" in groups:
         # the kernel variants of the timing section (same head dims / flags: no extra compilation), plus key padding
@@ -414,13 +446,13 @@ def timing_cases(groups):
         plan = [(torch.bfloat16, layers), (torch.float32, layers[1::2] if not SMOKE else layers)]
         for dt, ls in plan:
             for lname, c, o, hw in ls:
-                for name, rule, nonneg in LINEAR_RULES:
+                for name, rule, nonneg, impl in conv_variants():
                     cases.append(
                         (
                             "conv",
                             f"{name} {lname} {c}->{o} {hw}px b{batch}",
                             dt,
-                            lambda a=(batch, c, o, hw, dt, rule, nonneg): conv_case(*a),
+                            lambda a=(batch, c, o, hw, dt, rule, nonneg), im=impl: conv_case(*a, impl=im),
                             None,
                         )
                     )

@@ -25,11 +25,22 @@ KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 def linear_impl() -> str:
     """Which implementation the linear operators launch on CUDA: ``"fused"`` (the Triton GEMMs of
-    ``linear_epsilon.py`` / ``linear_signsplit.py``, the default) or ``"stacked"`` (cuBLAS GEMMs + fused elementwise
-    kernels, ``linear_stacked.py``), from ``$LRP_FX_LINEAR_KERNEL`` (read per call, so a benchmark can switch)."""
-    impl = os.environ.get("LRP_FX_LINEAR_KERNEL", "fused").strip().lower()
-    if impl not in ("fused", "stacked"):
-        raise ValueError(f"LRP_FX_LINEAR_KERNEL must be 'fused' or 'stacked', got {impl!r}")
+    ``linear_epsilon.py`` / ``linear_signsplit.py``, the default), ``"stacked"`` (cuBLAS GEMMs + fused elementwise
+    kernels, ``linear_stacked.py``) or ``"folded"`` (the sign-split rules with fewer GEMMs, ``signsplit_folded.py``;
+    epsilon as ``"stacked"``), from ``$LRP_FX_LINEAR_KERNEL`` (read per call, so a benchmark can switch)."""
+    return _impl("LRP_FX_LINEAR_KERNEL", "fused", ("fused", "stacked", "folded"))
+
+
+def conv_impl() -> str:
+    """Which pipeline the sign-split convolution operator launches on CUDA: ``"stacked"`` (``conv2d.py``, the
+    default) or ``"folded"`` (``signsplit_folded.py``), from ``$LRP_FX_CONV_KERNEL`` (read per call)."""
+    return _impl("LRP_FX_CONV_KERNEL", "stacked", ("stacked", "folded"))
+
+
+def _impl(variable: str, default: str, choices: tuple) -> str:
+    impl = os.environ.get(variable, default).strip().lower()
+    if impl not in choices:
+        raise ValueError(f"{variable} must be one of {', '.join(repr(c) for c in choices)}, got {impl!r}")
     return impl
 
 

@@ -51,7 +51,17 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, check_triton_inputs, compute_dtype, launcher, stab, stab_tl, triton_op, use_triton
+from ._common import (
+    INTERPRET,
+    check_triton_inputs,
+    compute_dtype,
+    conv_impl,
+    launcher,
+    stab,
+    stab_tl,
+    triton_op,
+    use_triton,
+)
 
 __all__ = [
     "epsilon_conv2d",
@@ -275,17 +285,23 @@ def signsplit_conv2d_triton(
     dilation=1,
     groups: int = 1,
     *,
+    folded: bool = False,
     _wrap: bool = False,
 ) -> torch.Tensor:
     """Sign-split rule: Triton split -> one stacked cuDNN conv -> Triton scale -> one stacked cuDNN conv2d_input ->
-    Triton combine. With ``x_nonneg`` x itself is the (only) input block. ``_wrap`` is internal (see
-    ``epsilon_conv2d_triton``)."""
-    _check_conv(x, weight, z if rule == "gamma" else None, relevance, groups, rule)
+    Triton combine. With ``x_nonneg`` x itself is the (only) input block. ``folded``: the pipeline of
+    ``signsplit_folded.py`` instead (fewer convolutions for AlphaBeta and Gamma; ``z`` saves one more). ``_wrap`` is
+    internal (see ``epsilon_conv2d_triton``)."""
+    zz = z if rule == "gamma" or folded else None
+    _check_conv(x, weight, zz, relevance, groups, rule)
     if rule == "gamma" and z is None:
         raise ValueError("the gamma rule needs the original output z")
-    check_triton_inputs(x, weight, bias, z if rule == "gamma" else None, relevance)
+    check_triton_inputs(x, weight, bias, zz, relevance)
     stride, padding, dilation = _conv_args(stride, padding, dilation)
-    return signsplit_stacked(
+    pipeline = signsplit_stacked
+    if folded:
+        from .signsplit_folded import signsplit_folded as pipeline  # imports this module
+    return pipeline(
         x,
         weight,
         bias,
@@ -455,11 +471,12 @@ def _signsplit_conv2d_op(
     dilation: list[int],
     groups: int,
 ) -> torch.Tensor:
-    zz = z if rule == "gamma" else None
+    folded = conv_impl() == "folded"
+    zz = z if rule == "gamma" or folded else None  # the folded pipeline saves a convolution with z
     ts = [t for t in (x, weight, bias, zz, relevance) if t is not None]
     args = (x, weight, bias, zz, relevance, rule, alpha, beta, gamma, eps, x_nonneg, stride, padding, dilation, groups)
     if use_triton(*ts) and len({t.dtype for t in ts}) == 1:
-        return signsplit_conv2d_triton(*args, _wrap=True)
+        return signsplit_conv2d_triton(*args, folded=folded, _wrap=True)
     return signsplit_conv2d_ref(*args)
 
 
@@ -507,15 +524,15 @@ def signsplit_conv2d(
     groups: int = 1,
 ) -> torch.Tensor:
     """ZPlus / AlphaBeta / Gamma LRP through ``conv2d`` (same formulas as ``signsplit_linear``, ``@ W`` being the
-    transposed convolution). ``z`` (original output) is only read by gamma. Returns R_x in ``x``'s dtype through
-    ``torch.ops.lrp_kernels.signsplit_conv2d``."""
+    transposed convolution). ``z`` (original output) is read by gamma, and by the folded pipeline. Returns R_x in
+    ``x``'s dtype through ``torch.ops.lrp_kernels.signsplit_conv2d``."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {sorted(RULES)}, got {rule!r}")
     return torch.ops.lrp_kernels.signsplit_conv2d(
         x,
         weight,
         bias,
-        z if rule == "gamma" else None,
+        z,
         relevance,
         rule,
         float(alpha),

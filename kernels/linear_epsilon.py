@@ -204,7 +204,7 @@ def _epsilon_linear_op(
 ) -> torch.Tensor:
     if use_triton(x, weight, z, relevance) and len({x.dtype, weight.dtype, z.dtype, relevance.dtype}) == 1:
         launch = epsilon_linear_triton
-        if linear_impl() == "stacked":
+        if linear_impl() != "fused":  # "folded" has nothing to fold for epsilon: the stacked pipeline
             from .linear_stacked import epsilon_linear_stacked_triton as launch  # imports this module
         return launch(x, weight, z, relevance, eps, _wrap=True)
     return epsilon_linear_ref(x, weight, z, relevance, eps)

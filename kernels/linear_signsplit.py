@@ -479,12 +479,19 @@ def _signsplit_linear_op(
     eps: float,
     x_nonneg: bool,
 ) -> torch.Tensor:
-    zz = z if rule == "gamma" else None
+    impl = linear_impl()
+    zz = z if rule == "gamma" or impl == "folded" else None  # the folded pipeline saves a GEMM with z
     tensors = [t for t in (x, weight, bias, zz, relevance) if t is not None]
     if use_triton(*tensors) and len({t.dtype for t in tensors}) == 1:
         launch = signsplit_linear_triton
-        if linear_impl() == "stacked":
+        if impl == "stacked":
             from .linear_stacked import signsplit_linear_stacked_triton as launch  # imports this module
+        elif impl == "folded":
+            from functools import partial
+
+            from .linear_stacked import signsplit_linear_stacked_triton  # imports this module
+
+            launch = partial(signsplit_linear_stacked_triton, folded=True)
         return launch(x, weight, bias, zz, relevance, rule, alpha, beta, gamma, eps, x_nonneg, _wrap=True)
     return signsplit_linear_ref(x, weight, bias, zz, relevance, rule, alpha, beta, gamma, eps, x_nonneg)
 
@@ -506,9 +513,9 @@ def signsplit_linear(
 
     Args:
         x: input [..., K]; weight: [N, K]; bias: [N] or None; z: original output ``x @ W.T + b`` [..., N]
-        (only read by ``gamma``, may be None otherwise); relevance: [..., N]; rule: "zplus", "alphabeta" or "gamma";
-        alpha, beta: AlphaBeta weights; gamma: Gamma factor; eps: stabiliser; x_nonneg: the caller guarantees
-        ``x >= 0`` (e.g. after a ReLU), the ``x-`` terms are skipped.
+        (read by ``gamma`` and by the folded pipeline, may be None otherwise); relevance: [..., N]; rule: "zplus",
+        "alphabeta" or "gamma"; alpha, beta: AlphaBeta weights; gamma: Gamma factor; eps: stabiliser; x_nonneg:
+        the caller guarantees ``x >= 0`` (e.g. after a ReLU), the ``x-`` terms are skipped.
 
     Returns R_x [..., K] in ``x``'s dtype, through ``torch.ops.lrp_kernels.signsplit_linear`` (Triton kernels on CUDA,
     the torch reference otherwise).
@@ -516,7 +523,7 @@ def signsplit_linear(
     if rule not in RULES:
         raise ValueError(f"rule must be one of {sorted(RULES)}, got {rule!r}")
     lead = x.shape[:-1]
-    z2 = z.reshape(-1, z.shape[-1]) if (z is not None and rule == "gamma") else None
+    z2 = z.reshape(-1, z.shape[-1]) if z is not None else None
     out = torch.ops.lrp_kernels.signsplit_linear(
         x.reshape(-1, x.shape[-1]),
         weight,

@@ -73,16 +73,23 @@ def signsplit_linear_stacked_triton(
     eps: float = 1e-6,
     x_nonneg: bool = False,
     *,
+    folded: bool = False,
     _wrap: bool = False,
 ) -> torch.Tensor:
     """ZPlus / AlphaBeta / Gamma: Triton split -> one stacked cuBLAS GEMM -> Triton scale (in place) -> one stacked
-    cuBLAS GEMM -> Triton combine. Arguments as ``signsplit_linear_triton`` (2-D, one dtype)."""
+    cuBLAS GEMM -> Triton combine. Arguments as ``signsplit_linear_triton`` (2-D, one dtype). ``folded``: the
+    pipeline of ``signsplit_folded.py`` instead (fewer GEMMs for AlphaBeta and Gamma; ``z`` saves one more)."""
     _check(x, weight, bias, z, relevance, rule)
-    check_triton_inputs(x, weight, bias, z if rule == "gamma" else None, relevance)
+    if folded and z is not None and z.shape != relevance.shape:
+        raise ValueError(f"z {tuple(z.shape)} and relevance {tuple(relevance.shape)} differ")
+    check_triton_inputs(x, weight, bias, z if rule == "gamma" or folded else None, relevance)
     if x.numel() == 0:
         return torch.zeros_like(x)
+    pipeline = signsplit_stacked
+    if folded:
+        from .signsplit_folded import signsplit_folded as pipeline  # imports this module's imports
     # the pipeline of the convolution rules with a linear layer's GEMMs: [M, K] is [N, C] with no spatial dims
-    return signsplit_stacked(
+    return pipeline(
         x,
         weight,
         bias,

@@ -29,7 +29,7 @@ def run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 def test_gpu_end_to_end_dry_run(tmp_path):
     args = ["benchmarks/gpu.py", "--dry-run", "--out", str(tmp_path), "--table", "t.md", "--models", "resnet18"]
     args += ["--batch", "1", "--dtypes", "fp32", "--presets", "epsilon", "--no-torch-rules", "--reuse-weights-check"]
-    run(args, tmp_path)
+    run(args + ["--folded-conv"], tmp_path)
     table = (tmp_path / "t.md").read_text()
     assert "FAILED" not in table, table
     methods = re.findall(r"^\| resnet18 \| fp32 \| ([^|]+) \|", table, re.M)
@@ -38,6 +38,7 @@ def test_gpu_end_to_end_dry_run(tmp_path):
         "fwd+input-grad",
         "lrp epsilon (kernels)",
         "lrp epsilon (kernels, reuse_weights=False)",
+        "lrp epsilon (kernels, folded conv)",
     ], table
     # the float64 reference column: fp32 on CPU is far from TF32's 1e-1
     errors = [float(row.rstrip(" |").rsplit("|", 1)[-1]) for row in table.splitlines() if "lrp epsilon" in row]
@@ -53,3 +54,13 @@ def test_gpu_kernels_smoke_stacked_linear(tmp_path):
     table = out.read_text()
     assert "Correctness vs float64 reference (8/8 ok)" in table, table
     assert "| linear | epsilon " not in table  # the fused kernels were left out
+
+
+def test_gpu_kernels_smoke_folded(tmp_path):
+    out = tmp_path / "k.md"
+    args = ["benchmarks/gpu_kernels.py", "--smoke", "--only", "linear,conv", "--linear-impls", "folded"]
+    run(args + ["--conv-impls", "folded", "--mixed-alphabeta", "--out", str(out)], tmp_path)
+    table = out.read_text()
+    # folded alphabeta+, gamma and alphabeta (epsilon and zplus have nothing to fold), linear and conv, fp32 and bf16
+    assert "Correctness vs float64 reference (12/12 ok)" in table, table
+    assert "| linear | folded alphabeta M,K,N" in table and "| conv | folded gamma " in table, table

@@ -198,6 +198,82 @@ def _propagate(call: RuleCall, f, x: Tensor, groups: list[Group], relevance: Ten
     return r_x
 
 
+def _signsplit_folded(call: RuleCall, f, x: Tensor, w: Tensor, b: Tensor | None, relevance: Tensor) -> Tensor:
+    """ZPlus, AlphaBeta and Gamma with fewer products of the op than ``_groups``' term-by-term formula.
+
+    All three use a weight pair ``W1 = a W + c W+``, ``W2 = a W + c W-`` ((a, c) = (0, 1) for ZPlus/AlphaBeta,
+    (1, gamma) for Gamma; biases likewise) and the denominators ``z1 = x+ W1 + x- W2 + b1``,
+    ``z2 = x+ W2 + x- W1 + b2``.
+    Both are sums of ``z' = f(x; W)`` (the forward output less its bias) and of ``P = sum (x w)+``, the positive
+    contributions: ``z1 = a z' + c P + b1``, ``z2 = a z' + c (z' - P) + b2``. ``P`` is one product, ``f(x; W+)``
+    after a ReLU, else ``(z' + f(|x|; |W|)) / 2``; it is clamped to ``P >= 0`` and ``z' - P`` to ``<= 0`` so
+    rounding cannot flip a stabiliser's sign. The relevance ``x+ (s1 W1 + s2 W2) + x- (s1 W2 + s2 W1)`` takes one
+    transposed product per (factor, weight) pair it names. Gamma on a mixed-sign input folds its four into two,
+    ``x ((a + c/2) S W) + |x| ((c/2) D |W|)`` with ``S = s1 + s2``, ``D = s1 - s2``; ZPlus and AlphaBeta do not
+    (see the comment below). Products of the op: at most 3 (ZPlus, Gamma) or 5 (AlphaBeta, mixed-sign input),
+    against 4 and 8 term by term; after a ReLU 2, 3 and 3, against 2, 4 and 4 (docs/rules.md).
+    """
+    rule = call.rule
+    nonneg = call.nonneg(call.node.args[0])
+    gamma = isinstance(rule, Gamma)
+    a, c = (1.0, rule.gamma) if gamma else (0.0, 1.0)
+    two_sided = isinstance(rule, AlphaBeta) or (gamma and not call.out_nonneg(support_only=True))
+
+    def combo(first: Tensor | None, second: Tensor) -> Tensor:  # a first + c second, without products by 0 and 1
+        if a == 0.0:
+            return second if c == 1.0 else c * second
+        return torch.add(first, second, alpha=c)  # one pass
+
+    wp, wn = w.clamp(min=0), w.clamp(max=0)
+    w1, w2 = combo(w, wp), combo(w, wn)  # weights only: hoisted out of the per-call program
+    bp = None if b is None else b.clamp(min=0)
+    o = None
+    if gamma or two_sided or not nonneg:  # the output (Epsilon asks for the same promise)
+        o = call.out(support_only=True)
+    # with pb = P + b+ (P = sum (x w)+) and o = z' + b: z1 = a o + c pb and z2 = a o + c nb, nb = o - pb = N + b-
+    if nonneg and not two_sided:  # one product, as many as the term-by-term formula takes
+        z1 = f(x, w1, None if b is None else combo(b, bp))
+    else:
+        if nonneg:
+            pb = f(x, wp, bp)
+        else:
+            zb = o if b is None else o - _bias_like(call, b, o)
+            pb = ((zb + f(x.abs(), w.abs(), None)) * 0.5).clamp(min=0)
+            pb = pb if b is None else pb + _bias_like(call, bp, pb)
+        z1 = combo(o, pb)
+    if gamma:
+        s1 = relevance / stabilize(z1, rule.stabilizer) * (o > 0)
+    else:
+        s1 = relevance / stabilize(z1, rule.stabilizer, nonneg=True)
+        s1 = s1 * rule.alpha if isinstance(rule, AlphaBeta) else s1
+    s2 = z2 = None
+    if two_sided:
+        z2 = combo(o, (o - pb).clamp(max=0))
+        if gamma:
+            s2 = relevance / stabilize(z2, rule.stabilizer) * (o < 0)
+        else:  # z2 <= 0: stab(z2) = z2 - eps
+            s2 = relevance * rule.beta / (rule.stabilizer - z2)
+    if call.track:  # relevance the products keep (z less its bias share); the rest went to biases and stabilisers
+        kept = (s1 * (z1 if b is None else z1 - _bias_like(call, combo(b, bp), z1))).sum()
+        if s2 is not None:
+            kept = kept + (s2 * (z2 if b is None else z2 - _bias_like(call, combo(b, b.clamp(max=0)), z2))).sum()
+        call.absorb(relevance.sum() - kept)
+
+    def back(s: Tensor, weight: Tensor) -> Tensor:
+        return vjp(lambda xx: f(xx, weight, None), (x,), s, wrt=(0,))[0]
+
+    if s2 is None:
+        return x * back(s1, w1) if nonneg else x.clamp(min=0) * back(s1, w1) + x.clamp(max=0) * back(s1, w2)
+    if nonneg:
+        return x * (back(s1, w1) + back(s2, w2))
+    if gamma:  # the fold: numerators x w + c (x w)+- lose only c/2 |x w| to cancellation, never a whole term
+        g_w, g_abs = back(s1 + s2, w) * (a + c / 2), back(s1 - s2, w.abs()) * (c / 2)
+        return x * g_w + x.abs() * g_abs
+    # AlphaBeta: each numerator is a sum of contributions of one sign, exactly 0 where the contributions are, while
+    # its factor can be ~R / eps; a fold would cancel such terms with rounding noise instead of skipping them
+    return x.clamp(min=0) * (back(s1, w1) + back(s2, w2)) + x.clamp(max=0) * (back(s1, w2) + back(s2, w1))
+
+
 LINEAR_RULES = (Epsilon, ZPlus, AlphaBeta, Gamma, Flat, WSquare, ZBox)
 
 
@@ -209,6 +285,8 @@ def linear_family(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     if fast is not None:
         return call.first(fast)
     f = _affine(call)
+    if isinstance(call.rule, (ZPlus, AlphaBeta, Gamma)) and not call.want_params():
+        return call.first(_signsplit_folded(call, f, x, w, b, relevance))
     return call.first(_propagate(call, f, x, _groups(call, x, w, b), relevance))
 
 
@@ -328,6 +406,7 @@ def _kernel_relevance(call: RuleCall, x: Tensor, w: Tensor, b: Tensor | None, re
     z = None
     if isinstance(rule, Gamma):
         kw["gamma"] = rule.gamma
+    if not isinstance(rule, ZPlus):  # Gamma's masks; the folded pipelines share a product with it (AlphaBeta)
         z = call.out(support_only=True)
     if conv is None:
         return kernels.signsplit_linear(x, w, b, z, relevance, name, **kw)

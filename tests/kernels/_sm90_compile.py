@@ -25,6 +25,7 @@ import kernels.attention as AT  # noqa: E402
 import kernels.conv2d as CV  # noqa: E402
 import kernels.linear_epsilon as LE  # noqa: E402
 import kernels.linear_signsplit as LS  # noqa: E402
+import kernels.signsplit_folded as SF  # noqa: E402
 from kernels._common import gemm_configs  # noqa: E402
 
 FLOATS = {"eps", "alpha", "beta", "gamma", "sm_scale", "coef_v"}
@@ -73,6 +74,11 @@ def main():
     compile_one("conv split bf16", CV._sign_split_kernel, "bf16", {}, ew)
     compile_one("conv scale bf16 gamma", CV._relevance_scale_kernel, "bf16", {"RULE": 2}, ew)
     compile_one("conv combine fp32", CV._combine_kernel, "fp32", {"TWO": True}, ew)
+    folded = {"RULE": 2, "HAS_BIAS": True, "MIXED": True, "FOLD": True}
+    compile_one("folded scale bf16 gamma", SF._folded_scale_kernel, "bf16", folded, ew)
+    folded = {"RULE": 1, "HAS_BIAS": False, "MIXED": False, "FOLD": False}
+    compile_one("folded scale fp32 alphabeta", SF._folded_scale_kernel, "fp32", folded, ew)
+    compile_one("folded combine bf16", SF._combine_folded_kernel, "bf16", {}, ew)
     for dt, d, causal, mask, attnlrp in (("bf16", 128, True, True, True), ("fp32", 64, False, False, False)):
         cx = {**flags, "CAUSAL": causal, "HAS_MASK": mask, "BLOCK_D": d}
         compile_one(f"attn fwd {dt}", AT._attn_fwd_kernel, dt, {**cx, "HAS_REL": True}, AT._FWD_CONFIGS[1])

@@ -108,22 +108,26 @@ def test_epsilon_conv2d_triton(device, geom, dtype):
     assert_close_rel(out, epsilon_conv2d_ref(x, w, z, r, EPS[dtype], **conv), TOL[dtype])
 
 
+@pytest.mark.parametrize("folded", [False, True], ids=["stacked", "folded"])
 @pytest.mark.parametrize("nonneg", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("geom", GEOMS[:3])
 @pytest.mark.parametrize("rule", RULES)
-def test_signsplit_conv2d_triton(device, rule, geom, dtype, nonneg):
+def test_signsplit_conv2d_triton(device, rule, geom, dtype, nonneg, folded):
+    """Both pipelines; the depthwise geometry (four contributions at the corners) is where folding AlphaBeta's
+    relevance would fail (kernels/signsplit_folded.py)."""
     x, w, b, z, r, conv = make_conv(geom, dtype, device, nonneg=nonneg, seed=1)
     kw = dict(alpha=2.0, beta=1.0, gamma=0.25, eps=EPS[dtype], x_nonneg=nonneg, **conv)
-    out = signsplit_conv2d_triton(x, w, b, z, r, rule, **kw)
+    out = signsplit_conv2d_triton(x, w, b, z, r, rule, folded=folded, **kw)
     assert out.dtype == dtype and out.shape == x.shape
     assert_close_rel(out, signsplit_conv2d_ref(x, w, b, z, r, rule, **kw), TOL[dtype])
 
 
+@pytest.mark.parametrize("folded", [False, True], ids=["stacked", "folded"])
 @pytest.mark.parametrize("rule", RULES)
-def test_signsplit_conv2d_triton_no_bias(device, rule):
+def test_signsplit_conv2d_triton_no_bias(device, rule, folded):
     x, w, _, z, r, conv = make_conv(GEOMS[1], torch.float32, device, bias=False, seed=2)
-    out = signsplit_conv2d_triton(x, w, None, z, r, rule, **conv)
+    out = signsplit_conv2d_triton(x, w, None, z, r, rule, folded=folded, **conv)
     assert_close_rel(out, signsplit_conv2d_ref(x, w, None, z, r, rule, **conv), TOL[torch.float32])
 
 

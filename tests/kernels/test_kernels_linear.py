@@ -190,14 +190,16 @@ def test_signsplit_linear_cuda_large(rule):
 # ---------------------------------------------------------------------------------------------------------------
 # the stacked implementation (cuBLAS GEMMs + the fused elementwise kernels of conv2d.py)
 # ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("folded", [False, True], ids=["stacked", "folded"])
 @pytest.mark.parametrize("nonneg", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rule", RULES)
-def test_signsplit_linear_stacked(device, rule, dtype, bias, nonneg):
+def test_signsplit_linear_stacked(device, rule, dtype, bias, nonneg, folded):
+    """Both library-GEMM pipelines: stacked, and folded (kernels/signsplit_folded.py)."""
     x, w, b, z, r = make_linear(40, 35, 50, dtype, device, bias=bias, nonneg=nonneg, seed=2)
     kw = dict(alpha=1.5, beta=0.5, gamma=0.3, eps=EPS[dtype], x_nonneg=nonneg)
-    out = signsplit_linear_stacked_triton(x, w, b, z, r, rule, **kw)
+    out = signsplit_linear_stacked_triton(x, w, b, z, r, rule, folded=folded, **kw)
     assert out.dtype == dtype
     assert_close_rel(out, signsplit_linear_ref(x, w, b, z, r, rule, **kw), TOL[dtype])
 
@@ -217,6 +219,8 @@ def test_linear_implementation_switch_is_validated(monkeypatch):
     assert linear_impl() == "fused"
     monkeypatch.setenv("LRP_FX_LINEAR_KERNEL", "Stacked")
     assert linear_impl() == "stacked"
+    monkeypatch.setenv("LRP_FX_LINEAR_KERNEL", "folded")
+    assert linear_impl() == "folded"
     monkeypatch.setenv("LRP_FX_LINEAR_KERNEL", "cublas")
     with pytest.raises(ValueError, match="LRP_FX_LINEAR_KERNEL"):
         linear_impl()

@@ -123,6 +123,124 @@ def test_transformer_presets_take_the_gamma_rule_on_linear_layers(composite):
         lrp_fx.attribute(module, x, target=R, composite="epsilon_plus", gamma=0.25)
 
 
+SIGN_SPLIT = ["zplus", "alphabeta", "gamma"]
+
+
+@pytest.mark.parametrize("layer", ["linear", "conv"])
+@pytest.mark.parametrize("name", SIGN_SPLIT)
+def test_sign_split_after_relu_matches_dense_formula(layer, name):
+    """Non-negative inputs take the folded path's other branch (``P = f(x; W+)``, no ``|x|`` product)."""
+    module, shape = _layers()[layer]
+    with torch.no_grad():
+        module.bias.normal_()
+    model = nn.Sequential(nn.ReLU(), module)
+    x = torch.randn(shape, dtype=torch.float64)
+    R = torch.randn_like(model(x))
+    res = lrp_fx.attribute(model, x, target=R, composite="epsilon", overrides={type(module): RULES[name]})
+
+    def f(inp, w=module.weight):
+        return module._conv_forward(inp, w, None) if layer == "conv" else inp @ w.T
+
+    M = dense(f, shape)
+    bias = module.bias.detach().repeat_interleave(R[0].numel() // module.bias.numel())
+    a = torch.relu(x).reshape(shape[0], -1)
+    expected = reference(name, a, M, bias, R.reshape(shape[0], -1)).reshape(shape)
+    expected = expected * (x > 0)  # the ReLU's rule hands a position's relevance on as it is; x <= 0 carries none
+    torch.testing.assert_close(res.relevance, expected, rtol=1e-10, atol=1e-12)
+
+
+def _cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=2),  # after a ReLU, output of mixed sign: gamma's two-sided case
+        nn.Conv2d(8, 6, 3, stride=2),  # input of mixed sign
+        nn.ReLU(),  # output non-negative on the relevance support: gamma's one-sided case
+        nn.Flatten(),
+        nn.Linear(6 * 3 * 3, 10),
+        nn.Tanh(),
+        nn.Linear(10, 4),  # input of mixed sign
+    ).double()
+
+
+@pytest.mark.parametrize("name", SIGN_SPLIT)
+def test_folded_sign_split_equals_term_by_term_on_a_network(name):
+    """Parameter relevance takes the term-by-term evaluation (one product per sign combination), plain attribution
+    the folded one: two implementations of each rule, which must agree on every layer kind of this network."""
+    model = _cnn()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    kw = {"composite": "epsilon", "overrides": {nn.Conv2d: RULES[name], nn.Linear: RULES[name]}}
+    folded = lrp_fx.attribute(model, x, target=1, track_absorbed=True, **kw)
+    by_terms = lrp_fx.attribute(model, x, target=1, track_absorbed=True, param_relevance=True, **kw)
+    assert folded.relevance.abs().sum() > 0
+    torch.testing.assert_close(folded.relevance, by_terms.relevance, rtol=1e-10, atol=1e-13)
+    assert folded.absorbed.keys() == by_terms.absorbed.keys()
+    for node in folded.absorbed:
+        torch.testing.assert_close(folded.absorbed[node], by_terms.absorbed[node], rtol=1e-9, atol=1e-12)
+
+
+PRODUCTS = ("aten.linear", "aten.mm", "aten.addmm", "aten.convolution")
+
+
+@pytest.mark.parametrize(
+    ("name", "relu_first", "products"),
+    [
+        ("zplus", False, 3),  # term by term: 4
+        ("alphabeta", False, 5),  # 8
+        ("gamma", False, 3),  # 8
+        ("zplus", True, 2),  # 2
+        ("alphabeta", True, 3),  # 4
+        ("gamma", True, 3),  # 4
+    ],
+)
+def test_sign_split_rules_take_fewer_products(name, relu_first, products):
+    """The folded rules' cost in products of the layer (the term-by-term formula's in the comments): one product
+    ``P`` serves both denominators, and transposed products are shared where exact (see ``_signsplit_folded``)."""
+    layer = nn.Linear(6, 5).double()
+    model = nn.Sequential(nn.ReLU(), layer) if relu_first else layer
+    x = torch.randn(3, 6, dtype=torch.float64)
+    res = lrp_fx.attribute(model, x, target=0, composite="epsilon", overrides={nn.Linear: RULES[name]})
+    nodes = res.program.graph_module.graph.nodes
+    count = sum(1 for n in nodes if n.op == "call_function" and str(n.target).startswith(PRODUCTS))
+    assert count == 1 + products  # the forward's own product, then the rule's
+
+
+@pytest.mark.parametrize("name", SIGN_SPLIT)
+def test_sign_split_after_relu_is_exact_where_a_denominator_is_only_its_stabiliser(name):
+    """float32, an output whose weights are all positive: its negative denominator is 0, stabilised to 1e-6, so its
+    relevance factor is ~1e6 R. The term-by-term formula multiplies it by exact zeros; the folded rule must too (a
+    fold with ``|W|`` would cancel ~1e6 R |x w| terms instead and leave rounding noise of order 0.1 R)."""
+    torch.manual_seed(0)
+    layer = nn.Linear(6, 3, bias=False)
+    with torch.no_grad():
+        layer.weight[0].abs_()
+    model = nn.Sequential(nn.ReLU(), layer)
+    x = torch.randn(4, 6) + 0.5
+    R = torch.rand(4, 3)
+    kw = {"composite": "epsilon", "overrides": {nn.Linear: RULES[name]}}
+    folded = lrp_fx.attribute(model, x, target=R, **kw)
+    by_terms = lrp_fx.attribute(model, x, target=R, param_relevance=True, **kw)
+    torch.testing.assert_close(folded.relevance, by_terms.relevance, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", SIGN_SPLIT)
+def test_sign_split_on_mixed_input_is_exact_where_a_denominator_is_only_its_stabiliser(name):
+    """As above for a mixed-sign input: output 0's weights take the signs of the input, so each of its contributions
+    is >= 0, and z- = 0 for AlphaBeta. Its ~1e6 R factor must meet exact zeros (x+ W- and x- W+), not cancelling
+    ``x W`` and ``|x| |W|`` terms."""
+    torch.manual_seed(0)
+    layer = nn.Linear(6, 3, bias=False)
+    x = torch.randn(1, 6)
+    with torch.no_grad():
+        layer.weight[0] = layer.weight[0].abs() * x[0].sign()
+    R = torch.rand(1, 3)
+    kw = {"composite": "epsilon", "overrides": {nn.Linear: RULES[name]}}
+    folded = lrp_fx.attribute(layer, x, target=R, **kw)
+    by_terms = lrp_fx.attribute(layer, x, target=R, param_relevance=True, **kw)
+    torch.testing.assert_close(folded.relevance, by_terms.relevance, rtol=1e-5, atol=1e-6)
+
+
 class _Difference(nn.Module):
     def forward(self, a, b):
         return torch.add(a, b, alpha=-2.0)  # of non-negative operands, yet of either sign
