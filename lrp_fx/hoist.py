@@ -7,7 +7,8 @@ the activations and, worse, the folded copies stay alive through the relevance p
 
 ``hoist_weights`` splits the program graph in two, the way loop-invariant code motion would:
 
-* the *prologue*: every node that no model input and no seed reaches, ending at the values the rest needs;
+* the *prologue*: every node that no model input and no seed reaches (from parameters, buffers and the trace's
+  own constants: Flat's ones, ZBox's bounds), ending at the values the rest needs;
 * the *main* program: the original graph with those values as extra inputs.
 
 ``WeightCache`` runs the prologue on the first call and again only when a parameter or buffer it reads has changed:
@@ -63,11 +64,13 @@ def hoist_weights(gm: fx.GraphModule, kinds: list[str]) -> HoistedProgram | None
     graph = gm.graph
     phs = [n for n in graph.nodes if n.op == "placeholder"]
     weight_phs = {ph for ph, kind in zip(phs, kinds) if kind in WEIGHT_KINDS}
-    invariant: set[fx.Node] = set()  # call_function nodes computed from weights only
+    # tensors the trace itself created (a rule's tensor-valued parameter, e.g. ZBox's per-channel bounds)
+    constants = {n for n in graph.nodes if n.op == "get_attr"}
+    invariant: set[fx.Node] = set()  # call_function nodes computed from weights and constants only
     for n in graph.nodes:
         if n.op != "call_function" or not _deterministic(n):
             continue
-        if all(a in invariant or a in weight_phs for a in n.all_input_nodes):
+        if all(a in invariant or a in weight_phs or a in constants for a in n.all_input_nodes):
             invariant.add(n)
     frontier = [n for n in graph.nodes if n in invariant and any(u not in invariant for u in n.users)]
     if not frontier or any(not isinstance(n.meta.get("val"), Tensor) for n in frontier):
@@ -81,7 +84,9 @@ def hoist_weights(gm: fx.GraphModule, kinds: list[str]) -> HoistedProgram | None
     for ph in used:
         env[ph] = pro.node_copy(ph)
     for n in graph.nodes:
-        if n in invariant:
+        if n in constants and any(u in invariant for u in n.users):
+            env[n] = pro.node_copy(n)
+        elif n in invariant:
             env[n] = pro.node_copy(n, env.__getitem__)
     pro.output(tuple(env[n] for n in frontier))
     pro.eliminate_dead_code()

@@ -90,3 +90,29 @@ def test_add_with_alpha_keeps_its_operand_order():
     runner = copy_graph_module(gm)
     reuse_buffers(runner)
     torch.testing.assert_close(runner(x, y), gm(x, y), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("rule", "per_call"),
+    [
+        (lrp_fx.rules.Flat(), 1),  # J(1)^T s; f(1; 1) is a constant
+        (lrp_fx.rules.WSquare(), 1),
+        (lrp_fx.rules.ZBox(-3.0, 3.0), 3),  # x J(W)^T s - l J(W+)^T s - h J(W-)^T s; z = o - constants
+        (lrp_fx.rules.ZBox(torch.tensor([-1.0, 0.0, -2.0], dtype=D).view(1, 3, 1, 1), 3.0), 3),  # tensor bounds
+    ],
+    ids=["flat", "wsquare", "zbox", "zbox-tensor-bounds"],
+)
+def test_products_of_constant_inputs_are_hoisted(rule, per_call):
+    """Flat's ones and ZBox's bounds are constants: their products with the weights run once, in the prologue, and
+    each call runs the model's own product and the rule's transposed ones only. Relevance as the functional
+    program's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 4)).to(D).eval()
+    x = torch.randn(2, 3, 6, 6, dtype=D)
+    seed = torch.randn(2, 4, dtype=D)
+    res = lrp_fx.attribute(model, x, target=seed, composite="epsilon", overrides={nn.Conv2d: rule})
+    conv = ("aten.convolution.default", "aten.convolution_backward.default")
+    main = res.program.hoisted.main.graph.nodes
+    assert sum(1 for n in main if n.op == "call_function" and str(n.target) in conv) == 1 + per_call
+    ref = _functional(res, model, x, seed)
+    torch.testing.assert_close(res.relevance, ref["relevance"][0], rtol=0, atol=0)

@@ -118,20 +118,37 @@ def _groups(call: RuleCall, x: Tensor, w: Tensor, b: Tensor | None) -> list[Grou
         ones = ONES if fill is None else fill
         return [Group([Term(ones, w * w, None if b is None else b * b)], eps=rule.stabilizer, nonneg=True)]
     if isinstance(rule, ZBox):
-        low, high = _constant(rule.low, x).expand_as(x), _constant(rule.high, x).expand_as(x)
+        low, high = _sample_constant(call, rule.low, x), _sample_constant(call, rule.high, x)
         if fill is not None:  # bounds = the fill value itself: the fill positions contribute 0 to z and get nothing
             low, high = torch.where(fill > 0, low, x), torch.where(fill > 0, high, x)
         terms = [Term(x, w, b), Term(low, _pos(w), _pos(b), -1.0), Term(high, _neg(w), _neg(b), -1.0)]
-        return [Group(terms, eps=rule.stabilizer)]
+        z = None
+        if fill is None:  # the bounds are constants: z = o - (their products, hoisted), no product of x per call
+            f = _affine(call)
+            z = call.out(support_only=True) - (f(low, _pos(w), _pos(b)) + f(high, _neg(w), _neg(b)))
+        return [Group(terms, z=z, eps=rule.stabilizer)]
     raise TypeError(f"no linear-family formulation for {rule!r}")
 
 
 def _constant(v: Tensor | float, like: Tensor) -> Tensor:
     """A rule parameter (float or tensor) as a constant of the program: a real tensor cannot enter the fake-tensor
-    trace the program is built by, its values can."""
+    trace the program is built by, its values can. Created without reading ``like``'s data (``torch.full``, not
+    ``like.new_full``), so what is computed from it and the weights alone is hoisted out of the per-call program."""
     if isinstance(v, Tensor):
         return torch.tensor(v.tolist(), dtype=like.dtype, device=like.device)
-    return like.new_full((), float(v))
+    return torch.full((), float(v), dtype=like.dtype, device=like.device)
+
+
+def _sample_shape(call: RuleCall, x: Tensor) -> tuple[int, ...]:
+    """Shape of one sample of the layer's input, broadcastable against ``x``: the layer treats samples alike, so a
+    constant input (Flat's ones, ZBox's bounds) needs one sample, not a batch of copies."""
+    return tuple(x.shape[-1:]) if call.node.target is aten.linear.default else (1, *x.shape[1:])
+
+
+def _sample_constant(call: RuleCall, v: Tensor | float, x: Tensor) -> Tensor:
+    """``v`` broadcast to one sample of ``x`` (to the whole batch if ``v`` has one): a constant input image."""
+    c = _constant(v, x)
+    return c.expand(torch.broadcast_shapes(c.shape, _sample_shape(call, x)))
 
 
 def _pad_fill_mask(call: RuleCall, x: Tensor) -> Tensor | None:
@@ -154,11 +171,14 @@ def _pad_fill_mask(call: RuleCall, x: Tensor) -> Tensor | None:
     return aten.constant_pad_nd(torch.ones(shape, dtype=x.dtype, device=x.device), pad, 0.0)
 
 
-def _denominator(f, x: Tensor, terms: list[Term]) -> Tensor:
-    """``sum_t sign_t f(x_t; W_t, b_t)``, without multiplications by 1 or additions of 0 (each a full pass)."""
+def _denominator(call: RuleCall, f, x: Tensor, terms: list[Term]) -> Tensor:
+    """``sum_t sign_t f(x_t; W_t, b_t)``, without multiplications by 1 or additions of 0 (each a full pass). A term
+    of constant input (Flat's and WSquare's ones, ZBox's scalar bounds) is one sample's worth, broadcast over the
+    batch, and does not depend on ``x``: the weight hoisting computes it once, not on every call."""
     z = None
     for t in terms:
-        zt = f(torch.ones_like(x) if t.x is ONES else t.x, t.w, t.b)
+        ones = torch.ones(_sample_shape(call, x), dtype=x.dtype, device=x.device) if t.x is ONES else None
+        zt = f(ones if t.x is ONES else t.x, t.w, t.b)
         if z is None:
             z = zt if t.sign == 1.0 else -zt
         else:
@@ -174,7 +194,7 @@ def _propagate(call: RuleCall, f, x: Tensor, groups: list[Group], relevance: Ten
     for g in groups:
         z = g.z
         if z is None:
-            z = _denominator(f, x, g.terms)
+            z = _denominator(call, f, x, g.terms)
         s = relevance / stabilize(z, g.eps, nonneg=g.nonneg)
         if g.mask is not None:
             s = s * g.mask

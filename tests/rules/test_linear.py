@@ -267,3 +267,15 @@ def test_add_with_negative_alpha_is_not_taken_for_non_negative():
     M = dense(lambda inp: inp @ model.head.weight.T, (6, 4))
     expected = reference("zplus", a, M, model.head.bias.detach(), R)
     torch.testing.assert_close(res.modules["mix"], expected, rtol=1e-10, atol=1e-12)
+
+
+def test_zbox_with_per_feature_bounds_matches_dense_formula():
+    """Tensor bounds become program constants (hoisted with their products); the result is the dense formula's."""
+    module = nn.Linear(7, 5).double()
+    x = torch.randn(4, 7, dtype=torch.float64)
+    low, high = -torch.rand(7, dtype=torch.float64) - 1.0, torch.rand(7, dtype=torch.float64) + 1.0
+    R = torch.randn(4, 5, dtype=torch.float64)
+    res = lrp_fx.attribute(module, x, target=R, composite="epsilon", overrides={nn.Linear: ZBox(low, high)})
+    M = dense(lambda inp: inp @ module.weight.T, (4, 7))
+    expected = reference("zbox", x, M, module.bias.detach(), R, low=low.expand(4, 7), high=high.expand(4, 7))
+    torch.testing.assert_close(res.relevance, expected, rtol=1e-10, atol=1e-12)
