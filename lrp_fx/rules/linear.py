@@ -173,8 +173,8 @@ def _pad_fill_mask(call: RuleCall, x: Tensor) -> Tensor | None:
 
 def _denominator(call: RuleCall, f, x: Tensor, terms: list[Term]) -> Tensor:
     """``sum_t sign_t f(x_t; W_t, b_t)``, without multiplications by 1 or additions of 0 (each a full pass). A term
-    of constant input (Flat's and WSquare's ones, ZBox's scalar bounds) is one sample's worth, broadcast over the
-    batch, and does not depend on ``x``: the weight hoisting computes it once, not on every call."""
+    of constant input (Flat's and WSquare's ones) is one sample's worth, broadcast over the batch, and does not
+    depend on ``x``: the weight hoisting computes it once, not on every call."""
     z = None
     for t in terms:
         ones = torch.ones(_sample_shape(call, x), dtype=x.dtype, device=x.device) if t.x is ONES else None
