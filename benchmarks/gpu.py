@@ -31,6 +31,8 @@ import traceback
 
 import torch
 
+#: the kernel switches (read per call by ``lrp_fx`` and ``kernels``) as the library's defaults set them
+KERNEL_ENV = {"LRP_FX_KERNELS": "auto", "LRP_FX_LINEAR_KERNEL": "fused", "LRP_FX_CONV_KERNEL": "stacked"}
 #: ``--dry-run``: CPU, one timed call instead of do_bench, no peak memory (checks the script's code paths here)
 DRY_RUN = False
 DEVICE = "cuda"
@@ -112,39 +114,36 @@ def _measure_model(
         _row(name, dt_name, "fwd+input-grad", t_g, m_g, t_g, m_g),
     ]
     print("\n".join(rows), flush=True)  # a run cut off later still has the baseline in its log
-    # (LRP_FX_KERNELS, LRP_FX_LINEAR_KERNEL, label, extra attribute() arguments, only for this preset)
-    variants = [("auto", "fused", "kernels", {}, None)]
+    # (label, kernel switches other than KERNEL_ENV's defaults, extra attribute() arguments, only for this preset)
+    variants = [("kernels", {}, {}, None)]
     # torch rules in fp32 (and in bf16 for ViT-B/16, where the kernels' gain on short sequences is in question)
     with_off = torch_rules and (dt is torch.float32 or name.startswith("vit"))
-    variants += [("off", "fused", "torch rules", {}, None)] if with_off else []
+    variants += [("torch rules", {"LRP_FX_KERNELS": "off"}, {}, None)] if with_off else []
     if reuse_check:  # the weight cache's per-call check ends in a device sync; this skips it (and the cache)
-        variants += [("auto", "fused", "kernels, reuse_weights=False", {"reuse_weights": False}, None)]
+        variants += [("kernels, reuse_weights=False", {}, {"reuse_weights": False}, None)]
     if folded_conv and not name.startswith("vit"):  # AlphaBeta/Gamma convolutions with fewer cuDNN products
-        variants += [("auto", "fused", "kernels, folded conv", {}, None)]
+        variants += [("kernels, folded conv", {"LRP_FX_CONV_KERNEL": "folded"}, {}, None)]
     if name.startswith("vit"):
         # the fused Triton GEMMs lost to cuBLAS 2-6x in the kernel table (docs/gpu.md): opt-in only
-        variants += [("all", "fused", "kernels, fused linear", {}, None)] if fused_linear else []
-        variants += [("all", "stacked", "kernels, stacked linear", {}, None)]
+        variants += [("kernels, fused linear", {"LRP_FX_KERNELS": "all"}, {}, None)] if fused_linear else []
+        stacked = {"LRP_FX_KERNELS": "all", "LRP_FX_LINEAR_KERNEL": "stacked"}
+        variants += [("kernels, stacked linear", stacked, {}, None)]
         # the planner's least-memory plan (bit-identical relevance; about a gradient's memory on CPU), cplrp only
-        variants += [("auto", "fused", "kernels, memory_budget=0", {"memory_budget": 0}, "cplrp")]
+        variants += [("kernels, memory_budget=0", {}, {"memory_budget": 0}, "cplrp")]
         presets = VIT_PRESETS
     for preset in presets:
-        for mode, linear, label, extra, only in variants:
+        for label, env, extra, only in variants:
             if only is not None and preset != only:
                 continue
             kw = dict(preset_kw(preset), **extra)
-            os.environ["LRP_FX_KERNELS"] = mode
-            os.environ["LRP_FX_LINEAR_KERNEL"] = linear
-            os.environ["LRP_FX_CONV_KERNEL"] = "folded" if label.endswith("folded conv") else "stacked"
+            os.environ.update(KERNEL_ENV, **env)
             try:  # one failing variant must not lose the model's other rows
                 rows.append(_measure_variant(model, x, target, name, dt_name, preset, kw, label, t_g, m_g))
             except Exception as err:
                 traceback.print_exc()
                 rows.append(_failed_row(name, dt_name, f"lrp {preset} ({label})", err))
             print(rows[-1], flush=True)
-    os.environ["LRP_FX_KERNELS"] = "auto"
-    os.environ["LRP_FX_LINEAR_KERNEL"] = "fused"
-    os.environ["LRP_FX_CONV_KERNEL"] = "stacked"
+    os.environ.update(KERNEL_ENV)
     if compiled:
         rows += _compiled_rows(model, x, target, name, dt_name, presets, t_g, m_g)
     return rows

@@ -286,11 +286,10 @@ def _check(x, weight, bias, z, relevance, rule):
         )
     if bias is not None and bias.shape != (N,):
         raise ValueError(f"bias must have shape ({N},), got {tuple(bias.shape)}")
-    if rule == "gamma":
-        if z is None:
-            raise ValueError("the gamma rule needs the original output z")
-        if z.shape != (M, N):
-            raise ValueError(f"z must have shape ({M}, {N}), got {tuple(z.shape)}")
+    if rule == "gamma" and z is None:
+        raise ValueError("the gamma rule needs the original output z")
+    if z is not None and z.shape != (M, N):  # read by gamma, and by the folded pipeline
+        raise ValueError(f"z must have shape ({M}, {N}), got {tuple(z.shape)}")
 
 
 def signsplit_linear_triton(

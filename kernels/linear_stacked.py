@@ -80,8 +80,6 @@ def signsplit_linear_stacked_triton(
     cuBLAS GEMM -> Triton combine. Arguments as ``signsplit_linear_triton`` (2-D, one dtype). ``folded``: the
     pipeline of ``signsplit_folded.py`` instead (fewer GEMMs for AlphaBeta and Gamma; ``z`` saves one more)."""
     _check(x, weight, bias, z, relevance, rule)
-    if folded and z is not None and z.shape != relevance.shape:
-        raise ValueError(f"z {tuple(z.shape)} and relevance {tuple(relevance.shape)} differ")
     check_triton_inputs(x, weight, bias, z if rule == "gamma" or folded else None, relevance)
     if x.numel() == 0:
         return torch.zeros_like(x)

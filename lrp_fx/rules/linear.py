@@ -247,12 +247,13 @@ def _signsplit_folded(call: RuleCall, f, x: Tensor, w: Tensor, b: Tensor | None,
     wp, wn = w.clamp(min=0), w.clamp(max=0)
     w1, w2 = combo(w, wp), combo(w, wn)  # weights only: hoisted out of the per-call program
     bp = None if b is None else b.clamp(min=0)
+    b1 = None if b is None else combo(b, bp)  # z1's bias
     o = None
     if gamma or two_sided or not nonneg:  # the output (Epsilon asks for the same promise)
         o = call.out(support_only=True)
     # with pb = P + b+ (P = sum (x w)+) and o = z' + b: z1 = a o + c pb and z2 = a o + c nb, nb = o - pb = N + b-
     if nonneg and not two_sided:  # one product, as many as the term-by-term formula takes
-        z1 = f(x, w1, None if b is None else combo(b, bp))
+        z1 = f(x, w1, b1)
     else:
         if nonneg:
             pb = f(x, wp, bp)
@@ -274,7 +275,7 @@ def _signsplit_folded(call: RuleCall, f, x: Tensor, w: Tensor, b: Tensor | None,
         else:  # z2 <= 0: stab(z2) = z2 - eps
             s2 = relevance * rule.beta / (rule.stabilizer - z2)
     if call.track:  # relevance the products keep (z less its bias share); the rest went to biases and stabilisers
-        kept = (s1 * (z1 if b is None else z1 - _bias_like(call, combo(b, bp), z1))).sum()
+        kept = (s1 * (z1 if b is None else z1 - _bias_like(call, b1, z1))).sum()
         if s2 is not None:
             kept = kept + (s2 * (z2 if b is None else z2 - _bias_like(call, combo(b, b.clamp(max=0)), z2))).sum()
         call.absorb(relevance.sum() - kept)

@@ -164,15 +164,21 @@ def _cnn():
     ).double()
 
 
+def _folded_and_by_terms(model, x, target, overrides, **kw):
+    """Attribution twice with ``overrides``: plain (the folded evaluation) and with parameter relevance, which takes
+    the term-by-term one (one product per sign combination)."""
+    kw.update(composite="epsilon", overrides=overrides)
+    folded = lrp_fx.attribute(model, x, target=target, **kw)
+    return folded, lrp_fx.attribute(model, x, target=target, param_relevance=True, **kw)
+
+
 @pytest.mark.parametrize("name", SIGN_SPLIT)
 def test_folded_sign_split_equals_term_by_term_on_a_network(name):
-    """Parameter relevance takes the term-by-term evaluation (one product per sign combination), plain attribution
-    the folded one: two implementations of each rule, which must agree on every layer kind of this network."""
+    """Two implementations of each rule, which must agree on every layer kind of this network."""
     model = _cnn()
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
-    kw = {"composite": "epsilon", "overrides": {nn.Conv2d: RULES[name], nn.Linear: RULES[name]}}
-    folded = lrp_fx.attribute(model, x, target=1, track_absorbed=True, **kw)
-    by_terms = lrp_fx.attribute(model, x, target=1, track_absorbed=True, param_relevance=True, **kw)
+    overrides = {nn.Conv2d: RULES[name], nn.Linear: RULES[name]}
+    folded, by_terms = _folded_and_by_terms(model, x, 1, overrides, track_absorbed=True)
     assert folded.relevance.abs().sum() > 0
     torch.testing.assert_close(folded.relevance, by_terms.relevance, rtol=1e-10, atol=1e-13)
     assert folded.absorbed.keys() == by_terms.absorbed.keys()
@@ -206,38 +212,21 @@ def test_sign_split_rules_take_fewer_products(name, relu_first, products):
     assert count == 1 + products  # the forward's own product, then the rule's
 
 
+@pytest.mark.parametrize("relu_first", [True, False], ids=["after-relu", "mixed-input"])
 @pytest.mark.parametrize("name", SIGN_SPLIT)
-def test_sign_split_after_relu_is_exact_where_a_denominator_is_only_its_stabiliser(name):
-    """float32, an output whose weights are all positive: its negative denominator is 0, stabilised to 1e-6, so its
-    relevance factor is ~1e6 R. The term-by-term formula multiplies it by exact zeros; the folded rule must too (a
-    fold with ``|W|`` would cancel ~1e6 R |x w| terms instead and leave rounding noise of order 0.1 R)."""
+def test_sign_split_is_exact_where_a_denominator_is_only_its_stabiliser(name, relu_first):
+    """float32, output 0 with contributions >= 0 only (after a ReLU: its weights positive; on a mixed-sign input:
+    its weights take the input's signs). AlphaBeta's negative denominator is then 0, stabilised to 1e-6, so its
+    relevance factor is ~1e6 R. The term-by-term formula multiplies it by exact zeros (``x+ W-``, ``x- W+``); the
+    folded rule must too: a fold with ``|W|`` would cancel ~1e6 R |x w| terms and leave rounding noise of order
+    0.1 R."""
     torch.manual_seed(0)
     layer = nn.Linear(6, 3, bias=False)
+    x = torch.randn(4, 6) + 0.5 if relu_first else torch.randn(1, 6)
     with torch.no_grad():
-        layer.weight[0].abs_()
-    model = nn.Sequential(nn.ReLU(), layer)
-    x = torch.randn(4, 6) + 0.5
-    R = torch.rand(4, 3)
-    kw = {"composite": "epsilon", "overrides": {nn.Linear: RULES[name]}}
-    folded = lrp_fx.attribute(model, x, target=R, **kw)
-    by_terms = lrp_fx.attribute(model, x, target=R, param_relevance=True, **kw)
-    torch.testing.assert_close(folded.relevance, by_terms.relevance, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("name", SIGN_SPLIT)
-def test_sign_split_on_mixed_input_is_exact_where_a_denominator_is_only_its_stabiliser(name):
-    """As above for a mixed-sign input: output 0's weights take the signs of the input, so each of its contributions
-    is >= 0, and z- = 0 for AlphaBeta. Its ~1e6 R factor must meet exact zeros (x+ W- and x- W+), not cancelling
-    ``x W`` and ``|x| |W|`` terms."""
-    torch.manual_seed(0)
-    layer = nn.Linear(6, 3, bias=False)
-    x = torch.randn(1, 6)
-    with torch.no_grad():
-        layer.weight[0] = layer.weight[0].abs() * x[0].sign()
-    R = torch.rand(1, 3)
-    kw = {"composite": "epsilon", "overrides": {nn.Linear: RULES[name]}}
-    folded = lrp_fx.attribute(layer, x, target=R, **kw)
-    by_terms = lrp_fx.attribute(layer, x, target=R, param_relevance=True, **kw)
+        layer.weight[0] = layer.weight[0].abs() if relu_first else layer.weight[0].abs() * x[0].sign()
+    model = nn.Sequential(nn.ReLU(), layer) if relu_first else layer
+    folded, by_terms = _folded_and_by_terms(model, x, torch.rand(x.shape[0], 3), {nn.Linear: RULES[name]})
     torch.testing.assert_close(folded.relevance, by_terms.relevance, rtol=1e-5, atol=1e-6)
 
 
