@@ -287,7 +287,7 @@ def hoist_embedding_indices(gm: fx.GraphModule, inputs: set[fx.Node]) -> int:
 
 
 _EMBEDDING_BAGS = {aten._embedding_bag.default, aten._embedding_bag_forward_only.default}
-_BAG_MODES = {0: "sum", 1: "mean"}  # mode 2 (max) has no rewrite: a MissingRuleError names the op
+_BAG_MODES = {0: "sum", 1: "mean", 2: "max"}
 
 
 def _call(
@@ -311,7 +311,10 @@ def embedding_bag_to_lookup(gm: fx.GraphModule) -> int:
     classifier of the PyTorch tutorials) becomes ``embedding(W, ids)`` summed per bag with ``index_add`` (divided by
     the bag's size for ``mean``), so the token ids feed an embedding (per-token relevance) and the bag's sum takes
     the sum rule. ``per_sample_weights`` multiply the looked-up rows, ``padding_idx`` rows are zeroed by a mask.
-    Exact. Only the bag output may be used (not the bag indices it also returns)."""
+    Mode ``max`` becomes ``scatter_reduce(zeros, 0, bag, rows, "amax", include_self=False)`` (winner takes all per
+    hidden unit; an empty bag stays zero, as in torch); with a ``padding_idx`` it is not rewritten (a
+    ``MissingRuleError`` names the op). Exact. Only the bag output may be used (not the bag indices it also
+    returns)."""
     graph = gm.graph
     done = 0
     for node in list(graph.nodes):
@@ -334,6 +337,8 @@ def embedding_bag_to_lookup(gm: fx.GraphModule) -> int:
         ):
             continue
         padding, fdtype = a.get("padding_idx"), vals[2].dtype
+        if mode == "max" and padding is not None and padding >= 0:  # zeroed padding rows would compete for the max
+            continue
         with graph.inserting_before(node):
             # sizes come from tensors (``*_like``), never as numbers: under ``lrp_fx.export`` they are symbolic
             rows = _call(graph, aten.embedding.default, (weight, ids), like=node)
@@ -364,7 +369,17 @@ def embedding_bag_to_lookup(gm: fx.GraphModule) -> int:
                 (_call(graph, aten.unsqueeze.default, (starts, 1)), [-1, int(vals[2].shape[1])]),
             )
             zeros = _call(graph, aten.zeros_like.default, (grid,), {"dtype": fdtype}, like=node)
-            out = _call(graph, aten.index_add.default, (zeros, 0, bag, rows), like=node)
+            if mode == "max":
+                spread = _call(
+                    graph,
+                    aten.expand.default,
+                    (_call(graph, aten.unsqueeze.default, (bag, 1)), [-1, int(vals[2].shape[1])]),
+                )
+                out = _call(
+                    graph, aten.scatter_reduce.two, (zeros, 0, spread, rows, "amax"), {"include_self": False}, like=node
+                )
+            else:
+                out = _call(graph, aten.index_add.default, (zeros, 0, bag, rows), like=node)
             if mode == "mean":
                 ones = keep if keep is not None else _call(graph, aten.ones_like.default, (ids,), {"dtype": fdtype})
                 empty = _call(graph, aten.zeros_like.default, (starts,), {"dtype": fdtype}, like=node)

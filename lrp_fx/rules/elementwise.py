@@ -123,8 +123,13 @@ def scatter_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     args = list(node.args)
     if node.target is aten.index_put.default and not (args[3] if len(args) > 3 else node.kwargs.get("accumulate")):
         return _index_overwrite(call, relevance)
+    if node.target is aten.scatter_reduce.two and args[4] in ("amax", "amin"):
+        return _scatter_extreme(call, relevance)
     if node.target is aten.scatter_reduce.two and args[4] not in ("sum", "mean"):
-        raise ValueError(f"scatter_reduce with reduce={args[4]!r} is not a sum: no relevance rule (sum, mean have one)")
+        raise ValueError(
+            f"scatter_reduce with reduce={args[4]!r} is not a sum or a max: no relevance rule (sum, mean, amax, amin "
+            "have one)"
+        )
     eps = call.eps
     y = call.out(support_only=True)
     q = relevance / stabilize(y, eps, nonneg=call.out_nonneg(support_only=True))
@@ -140,6 +145,37 @@ def scatter_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
             absorbed = absorbed + (values[i] * g).sum()
     if absorbed is not None:
         call.absorb(absorbed)
+    return call.assign(shares)
+
+
+def _scatter_extreme(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``y = base.scatter_reduce(dim, index, src, "amax" | "amin", include_self)`` (max aggregation of graph messages,
+    ``nn.EmbeddingBag`` in ``max`` mode): winner takes all, as ``amax``. Each output position's relevance goes to the
+    candidates equal to it (the scattered values, and the base where it is included or nothing was scattered),
+    split equally between ties. Exactly conservative; a constant candidate keeps (absorbs) what it wins."""
+    node = call.node
+    dim, include_self = node.args[1], node.args[5] if len(node.args) > 5 else node.kwargs.get("include_self", True)
+    base, index, src = call.value(node.args[0]), call.value(node.args[2]), call.value(node.args[3])
+    y, r = call.out(), relevance
+    src_used = src[tuple(slice(0, n) for n in index.shape)]  # scatter reads src only over index's shape
+    src_wins = (src_used == y.gather(dim, index)).to(r.dtype)
+    scattered = torch.zeros_like(r).scatter_add(dim, index, torch.ones_like(src_wins)) > 0
+    # without include_self the base is a candidate only where nothing was scattered (and there it is the output)
+    base_wins = (base == y if include_self else scattered.logical_not()).to(r.dtype)
+    ties = (base_wins + torch.zeros_like(r).scatter_add(dim, index, src_wins)).clamp(min=1)
+    share = r / ties
+    shares: dict[int, Tensor] = {}
+    kept: Tensor | float = 0.0
+    if call.is_activation(node.args[0]):
+        shares[0] = base_wins * share
+        kept = shares[0].sum()
+    if call.is_activation(node.args[3]):
+        r_src = torch.zeros(src.shape, dtype=r.dtype, device=r.device)
+        r_src[tuple(slice(0, n) for n in index.shape)] = src_wins * share.gather(dim, index)
+        shares[3] = r_src
+        kept = kept + r_src.sum()
+    if call.track:
+        call.absorb(r.sum() - kept)
     return call.assign(shares)
 
 
@@ -234,6 +270,20 @@ def product(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     i = 0 if act[0] else 1
     v = call.value(call.node.args[i])
     return call.assign({i: sum_to(relevance, v.shape)})
+
+
+@register_rule(
+    [aten.pow.Tensor_Tensor, aten.atan2.default], group="mul", accepts=(UniformProduct,), default=UniformProduct()
+)
+def uniform_binary(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``y = a ** b`` with a tensor exponent, ``y = atan2(a, b)``: non-linear in both operands, with no sum to split
+    proportionally. Both activations: each gets ``R / 2`` (the uniform rule of ``mul``, reduced to its shape if
+    broadcast). One operand constant: the other gets all of ``R``, as an activation function passes it (``x ** c``,
+    ``c ** x``). Exactly conservative; independent of the values, so nothing blows up near a singularity."""
+    a, b = call.node.args[0], call.node.args[1]
+    act = [call.is_activation(a), call.is_activation(b)]
+    share = relevance * 0.5 if act[0] and act[1] else relevance
+    return call.assign({i: sum_to(share, call.value(n).shape) for i, n in enumerate((a, b)) if act[i]})
 
 
 @register_rule(aten.div.Tensor, group="div", accepts=(Pass,), default=Pass())

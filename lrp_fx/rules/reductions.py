@@ -9,6 +9,8 @@
   ``sum d^2``; the correction ``N - c`` cancels). Conservative up to the stabiliser. Where a variance normalises
   an activation (layer norm written out) ``lrp_fx.prepare`` marks it constant and this rule does not run.
 * ``hypot(a, b) = sqrt(a^2 + b^2)`` (``Norm``, group ``pool``): ``R_a = a^2 R / stab(a^2 + b^2)``, ``R_b`` likewise.
+* ``cdist(x1, x2, p)`` (``Norm``, group ``pool``): the distance's relevance is split over coordinates by their share
+  of ``sum_k |d_k|^p``, as ``hypot``'s by squares, then between the two points.
 """
 
 from __future__ import annotations
@@ -83,5 +85,43 @@ def hypotenuse(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
             shares[i] = sum_to(sq[i] * s, call.value(node.args[i]).shape)
             kept = kept + shares[i].sum()
     if call.track:
+        call.absorb(relevance.sum() - kept)
+    return call.assign(shares)
+
+
+@register_rule(aten._cdist_forward.default, group="pool", accepts=(Norm,), default=Norm())
+def distance_share(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``y_ij = ||x1_i - x2_j||_p`` (``torch.cdist``; prototype and nearest-neighbour heads). With ``d = x1_i - x2_j``,
+    coordinate ``k`` gets ``R_ijk = w_ijk R_ij``, ``w_ijk = |d_ijk|^p / stab(sum_k |d_ijk|^p)`` (the share of the
+    norm's sum, as for ``hypot``; ``p = inf``: the coordinates of the largest ``|d|``, ties split; ``p = 0``: the
+    differing coordinates, equally). ``R_ijk`` goes to ``x1_ik`` if ``x2`` is constant (a prototype), to ``x2_jk`` if
+    ``x1`` is, and half to each if both are activations (the distance is symmetric, and a split proportional to the
+    points would divide by ``d``, which vanishes at the nearest prototype). Conservative up to the stabiliser (a zero
+    distance keeps its relevance; recorded as absorbed)."""
+    node = call.node
+    x1, x2, p = call.value(node.args[0]), call.value(node.args[1]), float(node.args[2])
+    d = (x1.unsqueeze(-2) - x2.unsqueeze(-3)).abs()  # [..., P, R, M]
+    if p == float("inf"):
+        weight = (d == d.amax(-1, keepdim=True)).to(d.dtype)
+    elif p == 0:
+        weight = (d != 0).to(d.dtype)
+    else:
+        weight = d**p
+    total = weight.sum(-1, keepdim=True)
+    nonzero = p not in (0, float("inf"))  # counts need no stabiliser: a zero count means a zero distance
+    per_coordinate = weight * (
+        relevance.unsqueeze(-1).to(d.dtype)
+        / (stabilize(total, call.eps, nonneg=True) if nonzero else total.clamp(min=1))
+    )
+    act = [call.is_activation(node.args[0]), call.is_activation(node.args[1])]
+    if act[0] and act[1]:
+        per_coordinate = per_coordinate * 0.5
+    shares: dict[int, Tensor] = {}
+    if act[0]:
+        shares[0] = sum_to(per_coordinate.sum(-2), x1.shape)
+    if act[1]:
+        shares[1] = sum_to(per_coordinate.sum(-3), x2.shape)
+    if call.track:
+        kept = sum(r.sum() for r in shares.values()) if shares else 0.0
         call.absorb(relevance.sum() - kept)
     return call.assign(shares)

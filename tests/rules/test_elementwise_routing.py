@@ -24,6 +24,29 @@ def _attr(model, inputs, R, **kw):
     return lrp_fx.attribute(model, inputs, target=R, composite="epsilon", **kw)
 
 
+@pytest.mark.parametrize("op", [torch.atan2, torch.pow], ids=["atan2", "pow"])
+def test_atan2_and_tensor_pow_split_uniformly_between_activations(op):
+    """``atan2(a, b)`` and ``a ** b`` with a tensor exponent: each activation operand gets ``R / 2`` (broadcasts
+    summed back); with one operand constant, the other gets all of ``R``."""
+    g = torch.Generator().manual_seed(8)
+    a = torch.rand(2, 3, dtype=torch.float64, generator=g) + 0.5  # a positive base for pow
+    b = torch.randn(3, dtype=torch.float64, generator=g)
+    R = torch.randn(2, 3, dtype=torch.float64, generator=g)
+    res = _attr(Binary(op), (a, b), R)
+    torch.testing.assert_close(res.relevance[0], R / 2)
+    torch.testing.assert_close(res.relevance[1], R.sum(0) / 2)
+
+    class ConstantSecond(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("b", b)
+
+        def forward(self, x):
+            return op(x, self.b)
+
+    torch.testing.assert_close(_attr(ConstantSecond(), a, R).relevance, R)
+
+
 def test_add_is_proportional_and_handles_broadcast():
     x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
     y = torch.randn(3, 1, 1, dtype=torch.float64)

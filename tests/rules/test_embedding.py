@@ -150,8 +150,37 @@ def test_embedding_bag_over_rows_matches_an_embedding_and_a_sum():
     assert res.relevance.shape == ids.shape
 
 
-def test_embedding_bag_max_mode_has_no_rule():
+@pytest.mark.parametrize("layout", ["offsets", "rows"])
+def test_embedding_bag_max_hands_each_hidden_unit_to_the_token_holding_its_max(layout):
+    """``mode="max"``: per bag and hidden unit, the token whose row holds the max gets that unit's relevance (ties
+    split); a token's relevance is its units' sum. Exactly conservative; an empty bag passes nothing on."""
+    torch.manual_seed(6)
     model = BagModel("max").eval()
+    if layout == "offsets":
+        ids, offsets = torch.tensor([3, 0, 5, 3, 7, 1, 0, 9, 2]), torch.tensor([0, 4, 4])  # the second bag is empty
+        bag_of, inputs = torch.tensor([0, 0, 0, 0, 2, 2, 2, 2, 2]), (torch.tensor([3, 0, 5, 3, 7, 1, 0, 9, 2]), offsets)
+    else:
+        ids = torch.tensor([[3, 0, 5, 3], [7, 1, 0, 9]])  # a repeated token (3) ties with itself
+        offsets, bag_of, inputs = None, torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]), ids
+    flat = ids.reshape(-1)
+    res = lrp_fx.attribute(model, inputs, target=1, composite="epsilon", track_absorbed=True)
+    r_ids = res.relevance[0] if layout == "offsets" else res.relevance.reshape(-1)
+    R_bag = _bag_output_relevance(model, ids, offsets, torch.ones(3 if offsets is not None else 2).long())
+    rows = model.bag.weight[flat]
+    expected = torch.zeros(len(flat), dtype=D)
+    for n in range(len(flat)):
+        for h in range(6):
+            members = (bag_of == bag_of[n]).nonzero().flatten()
+            top = rows[members, h].max()
+            if rows[n, h] == top:
+                expected[n] += R_bag[bag_of[n], h] / int((rows[members, h] == top).sum())
+    torch.testing.assert_close(r_ids, expected)
+    torch.testing.assert_close(r_ids.sum() + sum(res.absorbed.values()), res.seed.sum())
+
+
+def test_embedding_bag_max_mode_with_padding_has_no_rule():
+    """A padding row would compete for the max as a zero row: no rewrite, so the op is named in the error."""
+    model = BagModel("max", padding_idx=0).eval()
     with pytest.raises(lrp_fx.errors.MissingRuleError, match="_embedding_bag"):
         lrp_fx.attribute(model, torch.randint(0, 11, (2, 4)), target=0)
 

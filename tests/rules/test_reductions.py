@@ -78,6 +78,38 @@ def test_hypot_splits_by_squares():
     torch.testing.assert_close(res.relevance[1], (b * b * s).sum(0))
 
 
+@pytest.mark.parametrize("p", [2.0, 1.0, 3.0, float("inf"), 0.0])
+@pytest.mark.parametrize("points", ["prototypes", "both"])
+def test_cdist_splits_each_distance_by_its_coordinates_share(p, points):
+    """``cdist(x1, x2, p)``: coordinate ``k`` of distance ``ij`` gets ``|d_ijk|^p / stab(sum_k |d_ijk|^p)`` of
+    ``R_ij``, all to ``x1`` against constant prototypes, half to each point otherwise; written out per entry."""
+    g = torch.Generator().manual_seed(7)
+    x1, x2 = torch.randn(2, 3, 4, dtype=D, generator=g), torch.randn(5, 4, dtype=D, generator=g)
+    x2[1, :3] = x1[0, 0, :3]  # a distance with three zero coordinates
+    R = torch.randn(2, 3, 5, dtype=D, generator=g)
+    if points == "prototypes":
+        model, inputs = Fn(lambda m, a: torch.cdist(a, m.proto, p=p), proto=x2), x1
+    else:
+        model, inputs = Fn(lambda m, a, b: torch.cdist(a, b, p=p)), (x1, x2)
+    res = _attr(model, inputs, R, track_absorbed=True)
+    r1, r2 = torch.zeros_like(x1), torch.zeros_like(x2)
+    half = 0.5 if points == "both" else 1.0
+    for b, i, j in [(b, i, j) for b in range(2) for i in range(3) for j in range(5)]:
+        d = (x1[b, i] - x2[j]).abs()
+        if p == float("inf"):
+            w = (d == d.max()).double() / int((d == d.max()).sum())
+        elif p == 0:
+            w = (d != 0).double() / max(int((d != 0).sum()), 1)
+        else:
+            w = d**p / stab((d**p).sum())
+        r1[b, i] += half * w * R[b, i, j]
+        r2[j] += half * w * R[b, i, j]
+    torch.testing.assert_close(res.relevance if points == "prototypes" else res.relevance[0], r1)
+    if points == "both":
+        torch.testing.assert_close(res.relevance[1], r2)
+    torch.testing.assert_close(_total(res), R.sum())
+
+
 def test_clamp_with_tensor_bounds_passes_relevance_to_the_clamped_value():
     """Tensor bounds are thresholds, as a ReLU's zero: ``R_x = R``; ``F.cosine_similarity`` (which clamps the
     product of the norms) then hands all relevance to the dot product."""

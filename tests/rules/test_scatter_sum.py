@@ -95,13 +95,46 @@ def test_message_passing_model_conserves(mode, self_term):
     assert float(res.relevance[0].abs().sum()) > 0  # the messages receive relevance
 
 
-def test_non_linear_reductions_are_refused():
+@pytest.mark.parametrize("include_self", [True, False])
+@pytest.mark.parametrize("reduce", ["amax", "amin"])
+def test_max_aggregation_routes_each_position_to_its_winning_message(reduce, include_self):
+    """``scatter_reduce`` with ``amax``/``amin`` (max aggregation of messages): each output position's relevance goes
+    to the candidates equal to it, ties split; node 1 gets no message, so its base keeps it either way."""
+    dst = torch.tensor([0, 2, 2, 0, 0, 2])  # node 1: no message
+
     class Op(nn.Module):
         def forward(self, h, m):
-            return h.scatter_reduce(0, DST[:, None].expand(-1, 5), m, "amax")
+            return h.scatter_reduce(0, dst[:, None].expand(-1, 5), m, reduce, include_self=include_self)
+
+    g = torch.Generator().manual_seed(2)
+    h, m = torch.randn(3, 5, dtype=D, generator=g), torch.randn(6, 5, dtype=D, generator=g)
+    m[4] = m[0]  # messages 0 and 4 tie on node 0
+    y = Op()(h, m)
+    R = torch.randn(3, 5, dtype=D, generator=g)
+    res = lrp_fx.attribute(Op(), (h, m), target=R, composite="epsilon")
+    r_h, r_m = torch.zeros_like(h), torch.zeros_like(m)
+    for node in range(3):
+        for c in range(5):
+            senders = [e for e in range(6) if dst[e] == node]
+            cands = [("m", e, m[e, c]) for e in senders]
+            if include_self or not senders:
+                cands.append(("h", node, h[node, c]))
+            winners = [(kind, i) for kind, i, v in cands if v == y[node, c]]
+            for kind, i in winners:
+                (r_h if kind == "h" else r_m)[i, c] += R[node, c] / len(winners)
+    torch.testing.assert_close(res.relevance[0], r_h)
+    torch.testing.assert_close(res.relevance[1], r_m)
+    torch.testing.assert_close(res.relevance[0].sum() + res.relevance[1].sum(), R.sum())
+    assert (res.relevance[1][4] != 0).any() and (res.relevance[1][0] != 0).any()  # the tie is shared
+
+
+def test_non_linear_reductions_other_than_max_are_refused():
+    class Op(nn.Module):
+        def forward(self, h, m):
+            return h.scatter_reduce(0, DST[:, None].expand(-1, 5), m, "prod")
 
     h, m = torch.randn(3, 5, dtype=D), torch.randn(6, 5, dtype=D)
-    with pytest.raises(lrp_fx.RuleError, match="not a sum"):
+    with pytest.raises(lrp_fx.RuleError, match="not a sum or a max"):
         lrp_fx.attribute(Op(), (h, m), target=torch.ones(3, 5, dtype=D))
 
 
