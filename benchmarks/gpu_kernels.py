@@ -120,7 +120,7 @@ DT_NAME = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 # rule variants timed (and checked): (name, rule, x_nonneg)
 LINEAR_RULES = [("epsilon", "epsilon", False), ("zplus+", "zplus", True), ("alphabeta+", "alphabeta", True)]
-LINEAR_RULES += [("gamma", "gamma", False)]
+LINEAR_RULES += [("gamma", "gamma", False), ("gamma pos+", "gamma+", True)]  # pos: rule gamma+ (before a ReLU)
 if ARGS.mixed_alphabeta:
     LINEAR_RULES += [("alphabeta", "alphabeta", False)]
 
@@ -276,7 +276,7 @@ def linear_variants(shape, shape_label, dt):
         )
         for impl in LINEAR_IMPLS
         for name, rule, nonneg in LINEAR_RULES
-        if not (impl == "folded" and rule in ("epsilon", "zplus"))
+        if not (impl == "folded" and rule in ("epsilon", "zplus", "gamma+"))
     ]
 
 
@@ -286,7 +286,7 @@ def conv_variants():
         (name if impl == "stacked" else f"folded {name}", rule, nonneg, impl)
         for impl in CONV_IMPLS
         for name, rule, nonneg in LINEAR_RULES
-        if not (impl == "folded" and rule in ("epsilon", "zplus"))
+        if not (impl == "folded" and rule in ("epsilon", "zplus", "gamma+"))
     ]
 
 
@@ -535,6 +535,7 @@ def render(check_rows, n_failed, time_rows, compile_result, elapsed):
         "  torch (`*_ref(..., upcast=False)`); peak = `torch.cuda.max_memory_allocated` of one call above the memory",
         "  allocated before it (inputs excluded); fp32 timings with TF32 enabled on both sides (matmul and cuDNN).",
         "- rule suffix `+`: `x_nonneg=True` (input known non-negative, x- terms skipped, on both sides).",
+        '- `gamma pos`: `rule="gamma+"`, Gamma\'s positive half (a layer before a ReLU: no z- block, both sides).',
         f"- total script time: {elapsed:.0f} s",
         "",
         f"## Correctness vs float64 reference ({len(check_rows) - n_failed}/{len(check_rows)} ok)",

@@ -19,7 +19,9 @@ rules becomes the transposed convolution ``conv2d_input(x.shape, W, .)`` (the in
           + x^- \odot \mathrm{conv}^T(s^+, W_2) + x^- \odot \mathrm{conv}^T(s^-, W_1)
 
   with ``s+``/``s-`` as in ``signsplit_linear`` (zplus: ``R / stab(z+)``; alphabeta: ``alpha R / stab(z+)``,
-  ``-beta R / stab(z-)``; gamma: ``[o > 0] R / stab(z+)``, ``[o < 0] R / stab(z-)``).
+  ``-beta R / stab(z-)``; gamma: ``[o > 0] R / stab(z+)``, ``[o < 0] R / stab(z-)``). ``gamma+`` is gamma's
+  positive half alone, ``s- = 0``: gamma where ``R`` vanishes wherever ``o < 0`` (a layer before a ReLU), which
+  needs neither ``z-`` nor the products with ``s-``.
 
 Structure
 =========
@@ -33,7 +35,8 @@ The four convolutions of a sign-split rule are one convolution over *channel-sta
 
 so ``conv2d([x+, x-], W_stack)`` yields ``[z+, z-]`` and ``conv2d_input(., W_stack, [s+, s-])`` yields
 ``[s+ W1 + s- W2, s+ W2 + s- W1]``, the two factors of ``x+`` and ``x-``. With groups the blocks are stacked inside
-each group, so the stacked convolution keeps ``groups``. ZPlus drops the ``z-`` block, ``x_nonneg`` the ``x-`` block.
+each group, so the stacked convolution keeps ``groups``. ZPlus and ``gamma+`` drop the ``z-`` block, ``x_nonneg`` the
+``x-`` block.
 
 The convolutions run in cuDNN (``torch.nn.functional.conv2d`` and ``torch.nn.grad.conv2d_input``); the LRP-specific
 work is elementwise and memory-bound, and runs in three fused Triton kernels:
@@ -72,7 +75,9 @@ __all__ = [
     "signsplit_conv2d_ref",
 ]
 
-RULES = {"zplus": 0, "alphabeta": 1, "gamma": 2}
+RULES = {"zplus": 0, "alphabeta": 1, "gamma": 2, "gamma+": 4}
+ONE_SIDED = ("zplus", "gamma+")  # rules without a z- block
+GAMMAS = ("gamma", "gamma+")  # rules with gamma's weights and the output's sign masks
 _EPSILON = 3  # scale-kernel code: s = R / stab(z), no z- block
 
 # Elementwise kernels are memory-bound: one fixed block configuration, no autotuning (autotuning would also
@@ -101,16 +106,21 @@ def _relevance_scale_kernel(
     """z [rows, P, INNER] (P = 1 for zplus/epsilon, 2 otherwise), R and o [rows, INNER] -> s [rows, P, INNER].
 
     RULE 0 (zplus) / 3 (epsilon): s = R / stab(z); 1 (alphabeta): [alpha R / stab(z+), -beta R / stab(z-)];
-    2 (gamma): [(o > 0) R / stab(z+), (o < 0) R / stab(z-)]. ``s_ptr`` may equal ``z_ptr`` (in place).
+    2 (gamma): [(o > 0) R / stab(z+), (o < 0) R / stab(z-)]; 4 (gamma+): (o > 0) R / stab(z+).
+    ``s_ptr`` may equal ``z_ptr`` (in place).
     """
     pid = tl.program_id(0)
     row = (pid // N_BLOCKS).to(tl.int64)
     offs = (pid % N_BLOCKS) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < INNER
     r = tl.load(r_ptr + row * INNER + offs, mask=mask, other=0.0).to(tl.float32)
-    if RULE == 0 or RULE == 3:
+    if RULE == 0 or RULE == 3 or RULE == 4:
         z = tl.load(z_ptr + row * INNER + offs, mask=mask, other=1.0).to(tl.float32)
-        tl.store(s_ptr + row * INNER + offs, (r / stab_tl(z, eps)).to(s_ptr.dtype.element_ty), mask=mask)
+        s = r / stab_tl(z, eps)
+        if RULE == 4:
+            o = tl.load(o_ptr + row * INNER + offs, mask=mask, other=0.0).to(tl.float32)
+            s = tl.where(o > 0, s, 0.0)
+        tl.store(s_ptr + row * INNER + offs, s.to(s_ptr.dtype.element_ty), mask=mask)
     else:
         zbase = row * 2 * INNER + offs
         z_p = tl.load(z_ptr + zbase, mask=mask, other=1.0).to(tl.float32)
@@ -196,7 +206,7 @@ def _conv_args(stride, padding, dilation):
 def weight_pair(weight: torch.Tensor, rule: str, gamma: float) -> tuple:
     """(W1, W2) of a sign-split rule (works for any parameter tensor, e.g. the bias)."""
     pos, neg = weight.clamp(min=0), weight.clamp(max=0)
-    if rule == "gamma":
+    if rule in GAMMAS:
         return weight + gamma * pos, weight + gamma * neg
     return pos, neg
 
@@ -205,7 +215,7 @@ def stacked_weight(weight: torch.Tensor, rule: str, gamma: float, groups: int, x
     """Block weight of the channel-stacked convolution, shape [groups * P_out * O/g, P_in * C/g, kh, kw].
 
     Per group: output blocks (z+, z-) x input blocks (x+, x-) = [[W1, W2], [W2, W1]], truncated to P_out = 1 for
-    zplus and to P_in = 1 with ``x_nonneg``.
+    zplus and gamma+ and to P_in = 1 with ``x_nonneg``.
     """
     w1, w2 = weight_pair(weight, rule, gamma)
     o, cg = weight.shape[:2]
@@ -213,18 +223,18 @@ def stacked_weight(weight: torch.Tensor, rule: str, gamma: float, groups: int, x
     v1 = w1.reshape(groups, og, cg, *weight.shape[2:])
     v2 = w2.reshape(groups, og, cg, *weight.shape[2:])
     p_in = 1 if x_nonneg else 2
-    rows = [[v1, v2], [v2, v1]][: 1 if rule == "zplus" else 2]
+    rows = [[v1, v2], [v2, v1]][: 1 if rule in ONE_SIDED else 2]
     block = torch.stack([torch.stack(r[:p_in], dim=2) for r in rows], dim=1)  # g, P_out, og, P_in, cg, kh, kw
     return block.reshape(groups * len(rows) * og, p_in * cg, *weight.shape[2:])
 
 
 def stacked_bias(bias: torch.Tensor | None, rule: str, gamma: float, groups: int) -> torch.Tensor | None:
-    """Bias of the stacked convolution: per group (b1, b2), truncated to b1 for zplus."""
+    """Bias of the stacked convolution: per group (b1, b2), truncated to b1 for zplus and gamma+."""
     if bias is None:
         return None
     b1, b2 = weight_pair(bias, rule, gamma)
     og = bias.shape[0] // groups
-    parts = [b1.reshape(groups, og), b2.reshape(groups, og)][: 1 if rule == "zplus" else 2]
+    parts = [b1.reshape(groups, og), b2.reshape(groups, og)][: 1 if rule in ONE_SIDED else 2]
     return torch.stack(parts, dim=1).reshape(-1)
 
 
@@ -292,10 +302,10 @@ def signsplit_conv2d_triton(
     Triton combine. With ``x_nonneg`` x itself is the (only) input block. ``folded``: the pipeline of
     ``signsplit_folded.py`` instead (fewer convolutions for AlphaBeta and Gamma; ``z`` saves one more). ``_wrap`` is
     internal (see ``epsilon_conv2d_triton``)."""
-    zz = z if rule == "gamma" or folded else None
+    zz = z if rule in GAMMAS or folded else None
     _check_conv(x, weight, zz, relevance, groups, rule)
-    if rule == "gamma" and z is None:
-        raise ValueError("the gamma rule needs the original output z")
+    if rule in GAMMAS and z is None:
+        raise ValueError(f"the {rule} rule needs the original output z")
     check_triton_inputs(x, weight, bias, zz, relevance)
     stride, padding, dilation = _conv_args(stride, padding, dilation)
     pipeline = signsplit_stacked
@@ -320,7 +330,7 @@ def signsplit_conv2d_triton(
 def signsplit_stacked(x, weight, bias, z, relevance, rule, params, x_nonneg, groups, forward, transpose, wrap):
     """The stacked sign-split pipeline, shared by convolutions and linear layers (``linear_stacked.py``).
 
-    ``x [N, C, ...]``, ``relevance`` and ``z`` (the original output, read by the gamma rule only; may be ``None``
+    ``x [N, C, ...]``, ``relevance`` and ``z`` (the original output, read by the gamma rules only; may be ``None``
     otherwise) ``[N, O, ...]``; ``weight [O, C / groups, ...]``; ``params = (alpha, beta, gamma, eps)``.
     ``forward(x_in, w, b)`` is the layer applied to the stacked input with the stacked weight and bias,
     ``transpose(x_in, w, s)`` its input-gradient map; both run as library calls (cuDNN / cuBLAS). Triton split ->
@@ -328,7 +338,7 @@ def signsplit_stacked(x, weight, bias, z, relevance, rule, params, x_nonneg, gro
     """
     alpha, beta, gamma, eps = params
     x, relevance = x.contiguous(), relevance.contiguous()
-    o = z.contiguous() if rule == "gamma" else relevance  # the scale kernel reads a tensor here for every rule
+    o = z.contiguous() if rule in GAMMAS else relevance  # the scale kernel reads a tensor here for every rule
     rows = x.shape[0] * groups
     inner_in = x[0].numel() // groups
     inner_out = relevance[0].numel() // groups
@@ -402,7 +412,9 @@ def signsplit_conv2d_ref(
     if x_neg is not None:
         z_p = z_p + conv(x_neg, w2)
     s_p = rf / stab(z_p, eps)
-    if rule == "zplus":
+    if rule == "gamma+":  # gamma's positive half alone
+        s_p = torch.where(z.to(dt) > 0, s_p, torch.zeros_like(s_p))
+    if rule in ONE_SIDED:
         out = x_pos * conv_t(s_p, w1)
         if x_neg is not None:
             out = out + x_neg * conv_t(s_p, w2)
@@ -472,7 +484,7 @@ def _signsplit_conv2d_op(
     groups: int,
 ) -> torch.Tensor:
     folded = conv_impl() == "folded"
-    zz = z if rule == "gamma" or folded else None  # the folded pipeline saves a convolution with z
+    zz = z if rule in GAMMAS or folded else None  # the folded pipeline saves a convolution with z
     ts = [t for t in (x, weight, bias, zz, relevance) if t is not None]
     args = (x, weight, bias, zz, relevance, rule, alpha, beta, gamma, eps, x_nonneg, stride, padding, dilation, groups)
     if use_triton(*ts) and len({t.dtype for t in ts}) == 1:
@@ -524,8 +536,9 @@ def signsplit_conv2d(
     groups: int = 1,
 ) -> torch.Tensor:
     """ZPlus / AlphaBeta / Gamma LRP through ``conv2d`` (same formulas as ``signsplit_linear``, ``@ W`` being the
-    transposed convolution). ``z`` (original output) is read by gamma, and by the folded pipeline. Returns R_x in
-    ``x``'s dtype through ``torch.ops.lrp_kernels.signsplit_conv2d``."""
+    transposed convolution; ``gamma+``: gamma's positive half, equal to gamma before a ReLU at half the convolutions).
+    ``z`` (original output) is read by the gamma rules, and by the folded pipeline. Returns R_x in ``x``'s dtype
+    through ``torch.ops.lrp_kernels.signsplit_conv2d``."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {sorted(RULES)}, got {rule!r}")
     return torch.ops.lrp_kernels.signsplit_conv2d(

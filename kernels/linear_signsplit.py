@@ -26,7 +26,9 @@ Scaled relevances (computed in the forward kernel's epilogue, ``o = z`` is the o
 
 * zplus: ``sp = R / stab(z+)`` (no ``sn``);
 * alphabeta: ``sp = alpha R / stab(z+)``, ``sn = -beta R / stab(z-)``;
-* gamma: ``sp = [o > 0] R / stab(z+)``, ``sn = [o < 0] R / stab(z-)``.
+* gamma: ``sp = [o > 0] R / stab(z+)``, ``sn = [o < 0] R / stab(z-)``;
+* gamma+: gamma's positive half, ``sn = 0``: gamma where ``R`` vanishes wherever ``o < 0`` (a layer before a ReLU).
+  These kernels run it as gamma on ``R`` zeroed there; the stacked pipeline drops the ``z-`` block instead.
 
 Backward (one pass over W):
 
@@ -71,7 +73,8 @@ from ._common import (
 
 __all__ = ["RULES", "signsplit_linear", "signsplit_linear_triton", "signsplit_linear_ref"]
 
-RULES = {"zplus": 0, "alphabeta": 1, "gamma": 2}
+RULES = {"zplus": 0, "alphabeta": 1, "gamma": 2, "gamma+": 4}
+GAMMAS = ("gamma", "gamma+")  # the rules that read the original output z
 
 
 @triton.jit
@@ -286,8 +289,8 @@ def _check(x, weight, bias, z, relevance, rule):
         )
     if bias is not None and bias.shape != (N,):
         raise ValueError(f"bias must have shape ({N},), got {tuple(bias.shape)}")
-    if rule == "gamma" and z is None:
-        raise ValueError("the gamma rule needs the original output z")
+    if rule in GAMMAS and z is None:
+        raise ValueError(f"the {rule} rule needs the original output z")
     if z is not None and z.shape != (M, N):  # read by gamma, and by the folded pipeline
         raise ValueError(f"z must have shape ({M}, {N}), got {tuple(z.shape)}")
 
@@ -312,7 +315,9 @@ def signsplit_linear_triton(
     ``_wrap`` is internal (True inside the ``triton_op``: launch through ``torch.library.wrap_triton``).
     """
     _check(x, weight, bias, z, relevance, rule)
-    check_triton_inputs(x, weight, bias, z if rule == "gamma" else None, relevance)
+    check_triton_inputs(x, weight, bias, z if rule in GAMMAS else None, relevance)
+    if rule == "gamma+":  # gamma with s- = 0: R zeroed where o < 0 (the stacked pipeline skips the z- block instead)
+        relevance, rule = torch.where(z < 0, torch.zeros_like(relevance), relevance), "gamma"
     M, K = x.shape
     N = weight.shape[0]
     code = RULES[rule]
@@ -419,7 +424,7 @@ def signsplit_linear_ref(
         out = inp @ w.T
         return out if b is None else out + b
 
-    if rule == "gamma":
+    if rule in GAMMAS:
         w1, w2 = wf + gamma * w_pos, wf + gamma * w_neg
         b1 = None if bf is None else bf + gamma * bf.clamp(min=0)
         b2 = None if bf is None else bf + gamma * bf.clamp(max=0)
@@ -431,8 +436,10 @@ def signsplit_linear_ref(
     z_p = f(x_pos, w1, b1)
     if x_neg is not None:
         z_p = z_p + f(x_neg, w2)
-    if rule == "zplus":
+    if rule in ("zplus", "gamma+"):  # one denominator; gamma+ is gamma's positive half alone
         s_p = rf / stab(z_p, eps)
+        if rule == "gamma+":
+            s_p = torch.where(z.to(dt) > 0, s_p, torch.zeros_like(s_p))
         out = x_pos * (s_p @ w1)
         if x_neg is not None:
             out = out + x_neg * (s_p @ w2)
@@ -479,7 +486,7 @@ def _signsplit_linear_op(
     x_nonneg: bool,
 ) -> torch.Tensor:
     impl = linear_impl()
-    zz = z if rule == "gamma" or impl == "folded" else None  # the folded pipeline saves a GEMM with z
+    zz = z if rule in GAMMAS or impl == "folded" else None  # the folded pipeline saves a GEMM with z
     tensors = [t for t in (x, weight, bias, zz, relevance) if t is not None]
     if use_triton(*tensors) and len({t.dtype for t in tensors}) == 1:
         launch = signsplit_linear_triton
@@ -512,8 +519,9 @@ def signsplit_linear(
 
     Args:
         x: input [..., K]; weight: [N, K]; bias: [N] or None; z: original output ``x @ W.T + b`` [..., N]
-        (read by ``gamma`` and by the folded pipeline, may be None otherwise); relevance: [..., N]; rule: "zplus",
-        "alphabeta" or "gamma"; alpha, beta: AlphaBeta weights; gamma: Gamma factor; eps: stabiliser; x_nonneg:
+        (read by the gamma rules and by the folded pipeline, may be None otherwise); relevance: [..., N]; rule:
+        "zplus", "alphabeta", "gamma" or "gamma+" (gamma's positive half alone: gamma before a ReLU, at half the
+        products); alpha, beta: AlphaBeta weights; gamma: Gamma factor; eps: stabiliser; x_nonneg:
         the caller guarantees ``x >= 0`` (e.g. after a ReLU), the ``x-`` terms are skipped.
 
     Returns R_x [..., K] in ``x``'s dtype, through ``torch.ops.lrp_kernels.signsplit_linear`` (Triton kernels on CUDA,

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from ._common import check_triton_inputs
 from .conv2d import _EPSILON, _combine, _relevance_scale, signsplit_stacked
 from .linear_epsilon import _check_shapes
-from .linear_signsplit import _check
+from .linear_signsplit import GAMMAS, _check
 
 __all__ = ["epsilon_linear_stacked_triton", "signsplit_linear_stacked_triton"]
 
@@ -80,7 +80,7 @@ def signsplit_linear_stacked_triton(
     cuBLAS GEMM -> Triton combine. Arguments as ``signsplit_linear_triton`` (2-D, one dtype). ``folded``: the
     pipeline of ``signsplit_folded.py`` instead (fewer GEMMs for AlphaBeta and Gamma; ``z`` saves one more)."""
     _check(x, weight, bias, z, relevance, rule)
-    check_triton_inputs(x, weight, bias, z if rule == "gamma" or folded else None, relevance)
+    check_triton_inputs(x, weight, bias, z if rule in GAMMAS or folded else None, relevance)
     if x.numel() == 0:
         return torch.zeros_like(x)
     pipeline = signsplit_stacked

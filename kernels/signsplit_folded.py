@@ -125,10 +125,10 @@ def _combine_folded_kernel(x_ptr, gw_ptr, ga_ptr, out_ptr, N, BLOCK: tl.constexp
 def signsplit_folded(x, weight, bias, z, relevance, rule, params, x_nonneg, groups, forward, transpose, wrap):
     """The folded pipeline, shared by linear layers and convolutions (arguments as ``conv2d.signsplit_stacked``).
 
-    ``z`` is the layer's output ``f(x; W, b)``; without it one more product computes it. ZPlus goes to the stacked
-    pipeline (nothing to fold).
+    ``z`` is the layer's output ``f(x; W, b)``; without it one more product computes it. ZPlus and ``gamma+`` go to
+    the stacked pipeline: one denominator, nothing to share a product with.
     """
-    if rule == "zplus":
+    if rule in ("zplus", "gamma+"):
         return signsplit_stacked(
             x, weight, bias, z, relevance, rule, params, x_nonneg, groups, forward, transpose, wrap
         )

@@ -52,8 +52,9 @@ def test_gpu_kernels_smoke_stacked_linear(tmp_path):
         tmp_path,
     )
     table = out.read_text()
-    assert "Correctness vs float64 reference (8/8 ok)" in table, table
+    assert "Correctness vs float64 reference (10/10 ok)" in table, table  # 5 variants, fp32 and bf16
     assert "| linear | epsilon " not in table  # the fused kernels were left out
+    assert "| linear | stacked gamma pos+ M" in table
 
 
 def test_gpu_kernels_smoke_folded(tmp_path):

@@ -427,6 +427,8 @@ def _kernel_relevance(call: RuleCall, x: Tensor, w: Tensor, b: Tensor | None, re
     z = None
     if isinstance(rule, Gamma):
         kw["gamma"] = rule.gamma
+        if call.out_nonneg(support_only=True):  # no relevance where o < 0 (before a ReLU): the positive half alone
+            name = "gamma+"
     if not isinstance(rule, ZPlus):  # Gamma's masks; the folded pipelines share a product with it (AlphaBeta)
         z = call.out(support_only=True)
     if conv is None:

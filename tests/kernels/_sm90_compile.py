@@ -73,6 +73,7 @@ def main():
     ew = triton.Config({"BLOCK": 1024}, num_warps=4, num_stages=1)
     compile_one("conv split bf16", CV._sign_split_kernel, "bf16", {}, ew)
     compile_one("conv scale bf16 gamma", CV._relevance_scale_kernel, "bf16", {"RULE": 2}, ew)
+    compile_one("conv scale fp32 gamma+", CV._relevance_scale_kernel, "fp32", {"RULE": 4}, ew)
     compile_one("conv combine fp32", CV._combine_kernel, "fp32", {"TWO": True}, ew)
     folded = {"RULE": 2, "HAS_BIAS": True, "MIXED": True, "FOLD": True}
     compile_one("folded scale bf16 gamma", SF._folded_scale_kernel, "bf16", folded, ew)

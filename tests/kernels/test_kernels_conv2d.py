@@ -15,7 +15,7 @@ from kernels import (
 )
 from kernels.conv2d import stacked_weight
 
-RULES = ["zplus", "alphabeta", "gamma"]
+RULES = ["zplus", "alphabeta", "gamma", "gamma+"]  # gamma+: gamma's positive half (before a ReLU)
 # (C, O, H, W, k, stride, padding, dilation, groups)
 GEOMS = [
     (3, 4, 7, 6, 3, 1, 1, 1, 1),
@@ -76,13 +76,13 @@ def dense_conv(x, w, b, z, r, rule, conv, alpha=2.0, beta=1.0, gamma=0.25, eps=1
             rp = alpha * torch.einsum("nopl,nol->npl", cp, rs / _stab(zp, eps)) - beta * torch.einsum(
                 "nopl,nol->npl", cn, rs / _stab(zn, eps)
             )
-        else:
+        else:  # gamma; gamma+ keeps the positive half only
             ca, cb = c + gamma * cp, c + gamma * cn
             zp = ca.sum(2) + (bs + gamma * bs.clamp(min=0))[:, None]
             zn = cb.sum(2) + (bs + gamma * bs.clamp(max=0))[:, None]
-            rp = torch.einsum("nopl,nol->npl", ca, (zs > 0) * rs / _stab(zp, eps)) + torch.einsum(
-                "nopl,nol->npl", cb, (zs < 0) * rs / _stab(zn, eps)
-            )
+            rp = torch.einsum("nopl,nol->npl", ca, (zs > 0) * rs / _stab(zp, eps))
+            if rule == "gamma":
+                rp = rp + torch.einsum("nopl,nol->npl", cb, (zs < 0) * rs / _stab(zn, eps))
         out[:, gi * cg : (gi + 1) * cg] = F.fold(rp, output_size=(H, W), **uargs)
     return out
 
@@ -142,6 +142,23 @@ def test_stacked_weight_blocks():
     torch.testing.assert_close(blk[0:2, 2:4], wn[2:4])
     torch.testing.assert_close(blk[2:4, 0:2], wn[2:4])
     torch.testing.assert_close(blk[2:4, 2:4], wp[2:4])
+
+
+def test_stacked_weight_of_gamma_plus_has_one_output_block():
+    """gamma+ needs no z-: half the output channels of gamma's stacked convolution, so half its multiply-adds."""
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64)
+    one, two = (stacked_weight(w, rule, 0.25, groups=3, x_nonneg=True) for rule in ("gamma+", "gamma"))
+    assert one.shape == (6, 2, 3, 3) and two.shape == (12, 2, 3, 3)
+    torch.testing.assert_close(one, two.reshape(3, 2, 2, 2, 3, 3)[:, 0].reshape(6, 2, 3, 3))  # the z+ blocks
+
+
+@pytest.mark.parametrize("nonneg", [False, True])
+def test_gamma_plus_is_gamma_where_no_relevance_meets_a_negative_output(device, nonneg):
+    x, w, b, z, r, conv = make_conv(GEOMS[1], torch.float32, device, nonneg=nonneg, seed=4)
+    r = torch.where(z < 0, torch.zeros_like(r), r)  # what a ReLU after the layer leaves
+    kw = dict(gamma=0.25, eps=1e-6, x_nonneg=nonneg, **conv)
+    plus = signsplit_conv2d_triton(x, w, b, z, r, "gamma+", **kw)
+    assert_close_rel(plus, signsplit_conv2d_triton(x, w, b, z, r, "gamma", **kw), TOL[torch.float32])
 
 
 @pytest.mark.parametrize("rule", ["epsilon", "zplus", "alphabeta"])

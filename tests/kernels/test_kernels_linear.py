@@ -17,7 +17,7 @@ from kernels import (
 )
 
 SHAPES = [(5, 13, 7), (40, 35, 50), (1, 16, 16)]  # (M, K, N)
-RULES = ["zplus", "alphabeta", "gamma"]
+RULES = ["zplus", "alphabeta", "gamma", "gamma+"]  # gamma+: gamma's positive half (before a ReLU)
 
 
 def make_linear(M, K, N, dtype, device="cpu", bias=True, nonneg=False, seed=0):
@@ -58,12 +58,12 @@ def dense_linear(x, w, b, z, r, rule, alpha=2.0, beta=1.0, gamma=0.25, eps=1e-6)
         return alpha * torch.einsum("mnk,mn->mk", c_pos, r / _stab(zp, eps)) - beta * torch.einsum(
             "mnk,mn->mk", c_neg, r / _stab(zn, eps)
         )
-    assert rule == "gamma"
+    assert rule in ("gamma", "gamma+")  # gamma+ keeps the positive half only
     cp, cn = c + gamma * c_pos, c + gamma * c_neg
     zp = cp.sum(-1) + b + gamma * b.clamp(min=0)
     zn = cn.sum(-1) + b + gamma * b.clamp(max=0)
     sp = (z > 0) * r / _stab(zp, eps)
-    sn = (z < 0) * r / _stab(zn, eps)
+    sn = (z < 0) * r / _stab(zn, eps) if rule == "gamma" else torch.zeros_like(r)
     return torch.einsum("mnk,mn->mk", cp, sp) + torch.einsum("mnk,mn->mk", cn, sn)
 
 
