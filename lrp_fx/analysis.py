@@ -49,6 +49,37 @@ def live(graph: fx.Graph, acts: set[fx.Node], output: fx.Node) -> list[fx.Node]:
     return [n for n in graph.nodes if n in reach and n in acts]
 
 
+def _value_arguments_nonneg(node: fx.Node) -> bool:
+    """Whether every number ``node`` computes with is >= 0: the ``Scalar`` arguments of its schema (a pad's fill
+    value, ``add``'s ``alpha``, a ``mul`` by a number) and an average pool's ``divisor_override``. Sizes, dims and
+    strides (``int`` arguments, negative dims included) do not scale values and are not checked."""
+    schema = getattr(node.target, "_schema", None)
+    if schema is None:
+        return True
+    bound = dict(zip((a.name for a in schema.arguments), node.args))
+    bound.update(node.kwargs)
+    for arg in schema.arguments:
+        v = bound.get(arg.name)
+        if isinstance(v, fx.Node) or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if ("number" in str(arg.type) or arg.name == "divisor_override") and v < 0:  # number: a Scalar
+            return False
+    if node.target in (aten.add.Tensor, aten.mul.Tensor):  # a number in place of the Tensor ``other``
+        return all(not isinstance(a, (int, float)) or a >= 0 for a in node.args[1:] if not isinstance(a, fx.Node))
+    return True
+
+
+def _bounds_nonneg(node: fx.Node) -> bool:
+    """``clamp(x, min, max)`` / ``hardtanh(x, min, max)`` with ``min >= 0`` and no ``max < 0`` (min > max makes the
+    output ``max`` everywhere)."""
+    low = node.args[1] if len(node.args) > 1 else node.kwargs.get("min", node.kwargs.get("min_val"))
+    high = node.args[2] if len(node.args) > 2 else node.kwargs.get("max", node.kwargs.get("max_val"))
+    if node.target is aten.hardtanh.default:
+        low = -1.0 if low is None else low
+        high = 1.0 if high is None else high
+    return isinstance(low, (int, float)) and low >= 0 and (not isinstance(high, (int, float)) or high >= 0)
+
+
 def nonneg(graph: fx.Graph, acts: set[fx.Node], groups: dict[fx.Node, str]) -> set[fx.Node]:
     found: set[fx.Node] = set()
     for node in graph.nodes:
@@ -56,22 +87,19 @@ def nonneg(graph: fx.Graph, acts: set[fx.Node], groups: dict[fx.Node, str]) -> s
             continue
         if node.target in _NONNEG_SOURCES:
             found.add(node)
-        elif node.target is aten.hardtanh.default and len(node.args) > 1 and node.args[1] >= 0:
-            found.add(node)
-        elif node.target is aten.clamp.default and len(node.args) > 1 and node.args[1] is not None:
-            if node.args[1] >= 0:
+        elif node.target in (aten.hardtanh.default, aten.clamp.default):
+            if _bounds_nonneg(node):
                 found.add(node)
         elif groups.get(node) in _NONNEG_IF_ALL_INPUTS:
-            ins = [n for n in node.all_input_nodes if n in acts]
-            consts_ok = (
-                all(not isinstance(a, (int, float)) or a >= 0 for a in node.args[1:] if not isinstance(a, fx.Node))
-                and node.kwargs.get("alpha", 1) >= 0  # add(a, b, alpha=-2) = a - 2 b
-                if node.target in (aten.add.Tensor, aten.mul.Tensor)
-                else True
-            )
             if node.target is aten.sub.Tensor:
                 continue
-            if ins and all(n in found for n in ins) and consts_ok and len(ins) == len(node.all_input_nodes):
+            ins = [n for n in node.all_input_nodes if n in acts]
+            if (
+                ins
+                and all(n in found for n in ins)
+                and len(ins) == len(node.all_input_nodes)
+                and _value_arguments_nonneg(node)
+            ):
                 found.add(node)
     return found
 

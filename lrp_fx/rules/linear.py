@@ -145,10 +145,41 @@ def _sample_shape(call: RuleCall, x: Tensor) -> tuple[int, ...]:
     return tuple(x.shape[-1:]) if call.node.target is aten.linear.default else (1, *x.shape[1:])
 
 
+# padding between the model's input and a first layer (``F.pad``; ``padding_mode`` "reflect" and "replicate"
+# capture as ``index`` with constant index tensors): bounds shaped like the unpadded input are padded the same way,
+# as the layer pads the input itself (what Zennit, whose hook sees the unpadded input, does)
+_PADDING = {
+    aten.constant_pad_nd.default,
+    aten.index.Tensor,
+    aten.reflection_pad1d.default,
+    aten.reflection_pad2d.default,
+    aten.reflection_pad3d.default,
+    aten.replication_pad1d.default,
+    aten.replication_pad2d.default,
+    aten.replication_pad3d.default,
+}
+
+
 def _sample_constant(call: RuleCall, v: Tensor | float, x: Tensor) -> Tensor:
-    """``v`` broadcast to one sample of ``x`` (to the whole batch if ``v`` has one): a constant input image."""
+    """``v`` broadcast to one sample of ``x`` (to the whole batch if ``v`` has one): a constant input image. Bounds
+    shaped like a model input that padding ops (``_PADDING``) turned into ``x`` are padded by the same ops."""
     c = _constant(v, x)
-    return c.expand(torch.broadcast_shapes(c.shape, _sample_shape(call, x)))
+    try:
+        return c.expand(torch.broadcast_shapes(c.shape, _sample_shape(call, x)))
+    except RuntimeError:
+        chain, n = [], call.node.args[0]
+        while isinstance(n, fx.Node) and n.target in _PADDING and isinstance(n.args[0], fx.Node):
+            chain.append(n)
+            n = n.args[0]
+        if not chain or n.op != "placeholder" or c.dim() < x.dim() - 1:
+            raise ValueError(
+                f"bounds of shape {tuple(c.shape)} do not broadcast against the layer's input {tuple(x.shape)}: pass "
+                "scalars, per-channel bounds ([C, 1, 1]) or bounds shaped like one sample of the model's input"
+            ) from None
+        c = c.reshape(1, *c.shape[-(x.dim() - 1) :]) if c.dim() == x.dim() - 1 else c
+        for pad in reversed(chain):  # the index tensors of a decomposed pad are constants of the graph
+            c = pad.target(c, *fx.node.map_arg(pad.args[1:], call.value), **pad.kwargs)
+        return c
 
 
 def _pad_fill_mask(call: RuleCall, x: Tensor) -> Tensor | None:
@@ -204,7 +235,7 @@ def _propagate(call: RuleCall, f, x: Tensor, groups: list[Group], relevance: Ten
             part = part * (g.weight * t.sign) if g.weight * t.sign != 1.0 else part
             r_x = part if r_x is None else r_x + part
             if call.want_params():
-                xin = torch.ones_like(x) if t.x is ONES else t.x
+                xin = torch.ones_like(x) if t.x is ONES else t.x.expand(x.shape)  # ZBox's bounds: one sample
                 gw = vjp(lambda ww, xi=xin: f(xi, ww, None), (t.w,), s, wrt=(0,))[0]
                 pw = t.w * gw * (g.weight * t.sign)
                 r_w = pw if r_w is None else r_w + pw

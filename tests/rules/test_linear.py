@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import lrp_fx
@@ -267,4 +268,76 @@ def test_zbox_with_per_feature_bounds_matches_dense_formula():
     res = lrp_fx.attribute(module, x, target=R, composite="epsilon", overrides={nn.Linear: ZBox(low, high)})
     M = dense(lambda inp: inp @ module.weight.T, (4, 7))
     expected = reference("zbox", x, M, module.bias.detach(), R, low=low.expand(4, 7), high=high.expand(4, 7))
+    torch.testing.assert_close(res.relevance, expected, rtol=1e-10, atol=1e-12)
+
+
+class _ValueOfEitherSign(nn.Module):
+    """ReLU outputs turned into values of either sign by a number: a pad's fill, a pool's divisor, clamp's max."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x):
+        h = x.relu()
+        if self.kind == "pad":
+            h = F.pad(h, (1, 1, 1, 1), value=-1.0)[:, :, :4, :4]
+        elif self.kind == "pool":
+            h = F.avg_pool2d(F.pad(h, (0, 1, 0, 1)), 2, stride=1, divisor_override=-3)
+        else:
+            h = h.clamp(0.5, -1.0) + h  # min > max: clamp's output is -1 everywhere
+        return h.flatten(1)
+
+
+@pytest.mark.parametrize("kind", ["pad", "pool", "clamp"])
+def test_numbers_that_make_relu_outputs_negative_are_not_taken_for_non_negative(kind):
+    """ZPlus on the head needs its ``x-`` terms where a pad fills -1, a pool divides by -3 or ``clamp(0.5, -1)``
+    gives -1: the non-negativity analysis checks the numbers an op computes with, not only ``add``'s and ``mul``'s."""
+    torch.manual_seed(1)
+    model = nn.Sequential(_ValueOfEitherSign(kind), nn.Linear(16, 3).double()).eval()
+    x = torch.randn(5, 1, 4, 4, dtype=torch.float64)
+    R = torch.randn(5, 3, dtype=torch.float64)
+    res = lrp_fx.attribute(model, x, target=R, composite="epsilon", overrides={nn.Linear: ZPlus()}, modules=["0"])
+    a = model[0](x)
+    assert (a < 0).any()
+    M = dense(lambda inp: inp @ model[1].weight.T, (5, 16))
+    expected = reference("zplus", a, M, model[1].bias.detach(), R)
+    torch.testing.assert_close(res.modules["0"], expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("layer", ["conv", "linear"])
+def test_zbox_parameter_relevance_with_a_batch(layer, batch):
+    """ZBox's bounds are one sample, broadcast over the batch; the weight's relevance takes them expanded, and the
+    input relevance is what it is without parameter relevance."""
+    torch.manual_seed(2)
+    module = nn.Conv2d(2, 3, 3, padding=1).double() if layer == "conv" else nn.Linear(6, 3).double()
+    x = torch.randn(batch, 2, 5, 5, dtype=torch.float64) if layer == "conv" else torch.randn(batch, 6).double()
+    R = torch.randn_like(module(x))
+    kw = dict(target=R, composite="epsilon", overrides={type(module): ZBox(-2.0, 2.0)})
+    plain = lrp_fx.attribute(module, x, **kw)
+    res = lrp_fx.attribute(module, x, param_relevance=True, **kw)
+    torch.testing.assert_close(res.relevance, plain.relevance, rtol=1e-12, atol=1e-12)
+    assert res.params["weight"].shape == module.weight.shape and res.params["weight"].abs().sum() > 0
+
+
+def test_zbox_per_pixel_bounds_are_padded_like_the_input():
+    """``padding_mode="reflect"`` captures as index ops before the convolution: bounds shaped like the model's input
+    are padded by the same ops, which gives the convolution with the bounds padded by hand."""
+    torch.manual_seed(3)
+    conv = nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect").double().eval()
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    low, high = -1.0 - torch.rand(2, 5, 5, dtype=torch.float64), 1.0 + torch.rand(2, 5, 5, dtype=torch.float64)
+    R = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    res = lrp_fx.attribute(conv, x, target=R, composite="epsilon", overrides={nn.Conv2d: ZBox(low, high)})
+
+    def pad(t):
+        return F.pad(t, (1, 1, 1, 1), mode="reflect")
+
+    xp, lp, hp = pad(x), pad(low[None].expand(2, -1, -1, -1)), pad(high[None].expand(2, -1, -1, -1))
+    M = dense(lambda inp: F.conv2d(inp, conv.weight), (2, 2, 7, 7))
+    flat = reference("zbox", xp.flatten(1), M, conv.bias.detach().repeat_interleave(25), R.flatten(1),
+                     low=lp.flatten(1), high=hp.flatten(1))  # fmt: skip
+    # the padded positions are reflections of the input: their relevance returns to the pixels they copy
+    expected = torch.autograd.functional.vjp(pad, x, flat.reshape(2, 2, 7, 7))[1]
     torch.testing.assert_close(res.relevance, expected, rtol=1e-10, atol=1e-12)
