@@ -136,7 +136,10 @@ def _make_seed(target: Target, output: Tensor | None, shape: tuple[int, ...], dt
         raise TargetError("a class-index target needs an output with a class dimension; pass a tensor or callable")
     classes = shape[-1]
     try:
-        idx = torch.as_tensor(target, device=device)
+        empty = (
+            isinstance(target, (list, tuple)) and len(target) == 0
+        )  # an empty batch's targets: as_tensor makes floats
+        idx = torch.as_tensor(target, device=device, dtype=torch.long if empty else None)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise TargetError(
             f"cannot use target={target!r}: expected None (the predicted class), a class index, one class index per "
@@ -261,7 +264,7 @@ def attribute(
     per_model = CACHE.by_model.get(model) or {}
     shape = program.output_shape
     ref = leaves[program.float_inputs[0]]
-    dtype = ref.dtype if ref.is_floating_point() else _seed_dtype(program)  # token ids only: the output's dtype
+    dtype = _seed_dtype(program)  # the output's: a model may cast its input (HF ViT casts pixels to its own dtype)
     if callable(target) and not isinstance(target, Tensor):
         seed = torch.zeros(shape, dtype=dtype, device=ref.device)
     else:
@@ -437,11 +440,13 @@ def _model_key(model: nn.Module) -> tuple:
     its children (name and identity), its parameters' and buffers' names, shapes and dtypes, the identity of its
     non-persistent buffers and tensor attributes (captured as constants), its plain Python attributes by value
     (numbers, strings, ``None``, dtypes, devices and tuples of those; not ``training``: programs run in eval mode),
-    and its forward hooks. Not seen: values in containers (lists, dicts, config objects) or class attributes,
-    globals read in forward, and in-place writes through ``.data`` to a few elements of a hoisted weight
-    (``lrp_fx.hoist``); ``lrp_fx.CACHE.clear()`` forces a rebuild."""
+    and its forward hooks; which parameters are one tensor (tied weights: the capture lifts a shared parameter
+    once, so untying them needs a new program). Not seen: values in containers (lists, dicts, config objects) or
+    class attributes, globals read in forward, and in-place writes through ``.data`` to a few elements of a hoisted
+    weight (``lrp_fx.hoist``); ``lrp_fx.CACHE.clear()`` forces a rebuild."""
     key: list[Any] = []
     stack, seen = [model], {id(model)}
+    shared: dict[int, int] = {}  # id of each parameter and buffer -> the order in which the walk first met it
     while stack:
         module = stack.pop()
         attrs = vars(module)
@@ -453,7 +458,7 @@ def _model_key(model: nn.Module) -> tuple:
                 if name != "training":
                     key += (name, t, v)
             elif t is dict or t is OrderedDict:  # first: most of a module's attributes are its bookkeeping dicts
-                _dict_key(key, name, v, non_persistent, stack, seen)
+                _dict_key(key, name, v, non_persistent, stack, seen, shared)
             elif isinstance(v, Tensor):
                 key += (name, _Ident(v))
             elif t is tuple:
@@ -462,7 +467,9 @@ def _model_key(model: nn.Module) -> tuple:
     return tuple(key)
 
 
-def _dict_key(key: list[Any], name: str, v: dict, non_persistent: Any, stack: list, seen: set) -> None:
+def _dict_key(
+    key: list[Any], name: str, v: dict, non_persistent: Any, stack: list, seen: set, shared: dict[int, int]
+) -> None:
     """``_model_key``'s part for one of a module's dicts: children, parameters, buffers, forward hooks."""
     if name == "_modules":
         for child_name, child in v.items():
@@ -474,7 +481,7 @@ def _dict_key(key: list[Any], name: str, v: dict, non_persistent: Any, stack: li
                 stack.append(child)
     elif name == "_parameters":
         for p_name, p in v.items():
-            key += (p_name, None) if p is None else (p_name, p.shape, p.dtype)
+            key += (p_name, None) if p is None else (p_name, p.shape, p.dtype, shared.setdefault(id(p), len(shared)))
     elif name == "_buffers":
         for b_name, b in v.items():
             if b is None:
@@ -482,7 +489,7 @@ def _dict_key(key: list[Any], name: str, v: dict, non_persistent: Any, stack: li
             elif b_name in non_persistent:
                 key += (b_name, _Ident(b))
             else:
-                key += (b_name, b.shape, b.dtype)
+                key += (b_name, b.shape, b.dtype, shared.setdefault(id(b), len(shared)))
     elif (name == "_forward_hooks" or name == "_forward_pre_hooks") and v:
         key += (name, tuple(v))
 

@@ -160,7 +160,15 @@ def _compile(gm: fx.GraphModule, inductor: bool, layout_optimization: bool = Fal
     if not inductor:
         return gm
     example = [n.meta.get("val") for n in gm.graph.nodes if n.op == "placeholder"]
-    with torch._inductor.config.patch(layout_optimization=layout_optimization):
+    # A size that is an expression of the capture's symbols (the seed of a model with several outputs is their
+    # concatenation, ``5*s0`` long) makes Inductor's on-disk graph cache store a guard that names the capture's
+    # inputs (``L['args']``), which a later process cannot evaluate: such parts skip that cache.
+    compound = any(
+        isinstance(t, Tensor) and any(isinstance(d, torch.SymInt) and not str(d).isidentifier() for d in t.shape)
+        for t in example
+    )
+    patch = {"layout_optimization": layout_optimization, **({"fx_graph_cache": False} if compound else {})}
+    with torch._inductor.config.patch(**patch):
         return torch._inductor.compile(gm, example)
 
 
@@ -826,7 +834,10 @@ class LRPBackend:
 
     def _entry_for(self, region: _Region, args: list[Any], user: list[Tensor], first: bool) -> _Entry:
         start = time.perf_counter()
-        half = any(isinstance(t, Tensor) and t.dtype in HALF_PRECISION for t in user)
+        # half-precision inputs, or a half-precision model casting its inputs (as attribute decides: HF ViT in bf16
+        # casts float32 pixels to its own dtype); the region's parameters arrive among its example inputs
+        params = [t for t in args if isinstance(t, nn.Parameter)]
+        half = any(isinstance(t, Tensor) and t.dtype in HALF_PRECISION for t in [*user, *params[:1]])
         comp = self._half_composite if half else self.composite
         comp = comp if first else dataclasses.replace(comp, first_layer=None)
         module = _RegionModule(region, args)
@@ -938,6 +949,12 @@ def backend(composite: str | Composite = "epsilon_plus_flat", **kwargs: Any) -> 
     Keyword arguments are ``LRPBackend``'s: ``overrides``, ``strict``, ``memory_budget``, ``inductor`` and the
     preset's rule parameters (``epsilon``, ``stabilizer``, ``gamma``, ``low``, ``high``).
     """
+    attribute_only = sorted({"param_relevance", "modules", "track_absorbed", "target", "output"} & set(kwargs))
+    if attribute_only:
+        raise TypeError(
+            f"{', '.join(attribute_only)}: not available through the compile backend, whose relevance arrives as "
+            "x.grad; use lrp_fx.attribute for parameter or module relevance, absorbed shares and targets"
+        )
     return LRPBackend(composite, **kwargs)
 
 

@@ -73,6 +73,11 @@ def select_output(out: Any, select: OutputSelector) -> torch.Tensor:
     if callable(select):
         return select(out)
     if select is not None:
+        if isinstance(out, torch.Tensor):
+            raise CaptureError(
+                f"output={select!r} selects from a dict, tuple or model output, but the model returns one tensor: "
+                "leave output unset (or pass a callable, e.g. output=lambda out: out[:, 0])"
+            )
         if isinstance(select, str):
             return out[select] if isinstance(out, dict) or hasattr(out, "keys") else getattr(out, select)
         return out[select]
@@ -161,10 +166,11 @@ def capture(
     ``(({0: torch.export.Dim("batch")},), {})``); the captured graph's placeholders then carry symbolic sizes.
     """
     wrapped = _Selected(model, select)
-    if dynamic_shapes is None:
-        # torch.export reads torch._dynamo.mark_dynamic marks (a Python attribute of the tensor object) as dynamic
-        # dimensions; the program is built for the static shapes at hand, so capture through unmarked aliases
-        args, kwargs = pytree.tree_map_only(torch.Tensor, lambda t: t.detach(), (tuple(args), dict(kwargs)))
+    # capture through detached aliases: torch.export reads torch._dynamo.mark_dynamic marks (a Python attribute of the
+    # tensor object) as dynamic dimensions, where the shapes are static or given by ``dynamic_shapes``; and with
+    # ``dynamic_shapes`` its input guards read the size of an input's ``.grad``, which fails once a backward has set it
+    # (the compile backend's own protocol does) and the guard code sees ``None``
+    args, kwargs = pytree.tree_map_only(torch.Tensor, lambda t: t.detach(), (tuple(args), dict(kwargs)))
     call_args, call_kwargs = tuple(args), dict(kwargs)
     if dynamic_shapes is not None and kwargs:
         # torch.export's input guards misname the keyword inputs of a ``**kwargs`` forward (``L['kwargs']['x']``:

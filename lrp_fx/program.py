@@ -53,6 +53,11 @@ class Options:
     reuse_weights: bool = True  # hoist parameter-only values (folded / modified weights) and cache them (hoist.py)
 
     def __post_init__(self) -> None:  # every entry point (attribute, export, the compile backend) builds one
+        bad = [m for m in self.modules if not isinstance(m, str)]
+        if bad:
+            raise InputError(
+                f"modules are names of submodules, as model.named_modules() gives them (e.g. 'layer1.0'), got {bad!r}"
+            )
         budget = self.memory_budget
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
             raise InputError(

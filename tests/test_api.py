@@ -446,3 +446,66 @@ def test_a_rule_that_returns_a_bare_tensor_or_none_gets_a_clear_error():
     with pytest.raises(TypeError, match="default=Pass.*accepted rule classes"):
         lrp_fx.register_rule(op, group="activation", accepts=(Epsilon,), default=Pass())
     assert op not in _RULES
+
+
+class _CastsItsInput(nn.Module):
+    """A bfloat16 model that casts its float32 input to its own dtype (as Hugging Face ViT does with pixels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 16), nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x.to(self.a.weight.dtype))))
+
+
+@pytest.mark.parametrize("target", [None, 1, "indices", "tensor"])
+def test_the_seed_takes_the_outputs_dtype_not_the_inputs(target):
+    torch.manual_seed(0)
+    model = _CastsItsInput().to(torch.bfloat16).eval()
+    x = torch.randn(4, 8)
+    target = {"indices": torch.tensor([0, 2, 1, 1]), "tensor": torch.ones(4, 3, dtype=torch.bfloat16)}.get(
+        target, target
+    )
+    res = lrp_fx.attribute(model, x, target=target, composite="epsilon")
+    assert res.seed.dtype == torch.bfloat16 and res.relevance.dtype == torch.float32
+    assert res.relevance.abs().sum() > 0
+
+
+def test_untying_a_tied_weight_builds_a_new_program():
+    """The capture lifts a shared parameter once: after ``b.weight`` gets its own tensor, the cached program would
+    still read ``a.weight`` for both layers."""
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.h = nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 3)
+            self.b.weight = self.a.weight
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.h(torch.relu(self.b(torch.relu(self.a(x)))))
+
+    torch.manual_seed(0)
+    model, x = Tied().eval(), torch.randn(2, 6)
+    lrp_fx.attribute(model, x, composite="epsilon")
+    model.b.weight = nn.Parameter(torch.randn(6, 6))
+    res = lrp_fx.attribute(model, x, composite="epsilon")
+    with torch.no_grad():
+        torch.testing.assert_close(res.output, model(x))
+    lrp_fx.CACHE.clear()
+    torch.testing.assert_close(res.relevance, lrp_fx.attribute(model, x, composite="epsilon").relevance)
+
+
+def test_bad_options_are_errors_that_say_what_to_pass():
+    model = nn.Sequential(nn.Linear(3, 2)).eval()
+    x = torch.randn(2, 3)
+    with pytest.raises(lrp_fx.errors.InputError, match="names of submodules"):
+        lrp_fx.attribute(model, x, modules=[0])
+    with pytest.raises(lrp_fx.errors.CaptureError, match="returns one tensor"):
+        lrp_fx.attribute(model, x, output="logits")
+    with pytest.raises(ValueError, match="epsilon >= 0"):
+        lrp_fx.attribute(model, x, composite="epsilon", epsilon=-1.0)
+    with pytest.raises(ValueError, match="low <= high"):
+        lrp_fx.attribute(model, x, composite="epsilon_gamma_box", low=1.0, high=-1.0)
+    empty = lrp_fx.attribute(model, torch.randn(0, 3), target=[])  # an empty batch's targets
+    assert empty.relevance.shape == (0, 3)

@@ -454,3 +454,87 @@ def test_training_mode_is_an_error_that_says_call_eval():
     model.eval()
     out = torch.compile(model, backend="lrp")(x)
     torch.testing.assert_close(out, model(x))
+
+
+class _CastsItsInput(nn.Module):
+    """A half-precision model that casts its float32 input (as Hugging Face ViT casts pixel values)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 16), nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x.to(self.a.weight.dtype))))
+
+
+def test_half_precision_model_with_float32_input_gets_the_half_precision_stabilisers():
+    """The backend decides as ``attribute`` does, from the inputs and the model: a bfloat16 model casting float32
+    inputs gets epsilon = stabiliser = 1e-2 in both (before, the backend looked at the inputs only: 1e-6)."""
+    torch.manual_seed(0)
+    model = _CastsItsInput().to(torch.bfloat16).eval()
+    x = torch.randn(4, 8)
+    _, seed, rel = _relevance(torch.compile(model, backend=lrp_fx.backend("epsilon", inductor=False)), x)
+    ref = lrp_fx.attribute(model, x, target=seed, composite="epsilon")
+    torch.testing.assert_close(rel, ref.relevance, rtol=0, atol=0)
+    tiny = lrp_fx.attribute(model, x, target=seed, composite="epsilon", epsilon=1e-6, stabilizer=1e-6)
+    assert not torch.equal(rel, tiny.relevance)
+
+
+def test_a_recompile_after_backward_on_the_same_input():
+    """The protocol's own result (``x.grad``) must not break the next capture: a second preset on the same ``x``
+    and a ``no_grad`` call (a recompile) capture with symbolic sizes, whose guards read ``x.grad`` (torch.export)."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = torch.randn(4, 6, requires_grad=True)
+    for preset in ("epsilon", "epsilon_plus"):
+        out = torch.compile(model, backend=lrp_fx.backend(preset, inductor=False), dynamic=True)(x)
+        out[:, 1].sum().backward()
+        assert x.grad is not None
+    with torch.no_grad():
+        cmodel = torch.compile(model, backend=lrp_fx.backend("epsilon", inductor=False), dynamic=True)
+        torch.testing.assert_close(cmodel(x), model(x))
+    program = lrp_fx.export(model, x, composite="epsilon")  # lrp_fx.export captures with a symbolic batch too
+    assert program is not None
+
+
+def test_options_that_only_attribute_has_are_refused_with_a_pointer_to_it():
+    with pytest.raises(TypeError, match="use lrp_fx.attribute"):
+        lrp_fx.backend("epsilon", param_relevance=True)
+
+
+@pytest.mark.slow
+def test_several_outputs_with_inductors_graph_cache_across_processes(tmp_path):
+    """Two outputs: the relevance part's seed is their concatenation, of an expression size (``5*s0``). Inductor's
+    on-disk graph cache stored a guard naming the capture's inputs, and the second process failed in ``backward``
+    with ``KeyError: 'args'``; such parts now skip that cache."""
+    script = textwrap.dedent(
+        """
+        import torch
+        from torch import nn
+        import lrp_fx
+
+        class Two(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a, self.h, self.h2 = nn.Linear(4, 6), nn.Linear(6, 2), nn.Linear(6, 3)
+
+            def forward(self, x):
+                z = torch.relu(self.a(x))
+                return self.h(z), self.h2(z)
+
+        torch.manual_seed(0)
+        model = Two().eval()
+        x = torch.randn(3, 4, requires_grad=True)
+        o1, o2 = torch.compile(model, backend=lrp_fx.backend("epsilon"))(x)
+        o1.backward(torch.ones_like(o1))
+        ref = lrp_fx.attribute(model, x.detach(), target=torch.ones(3, 2), output=0, composite="epsilon")
+        assert torch.allclose(x.grad, ref.relevance, rtol=1e-5, atol=1e-6)
+        print("OK")
+        """
+    )
+    path = tmp_path / "two.py"
+    path.write_text(script)
+    env = dict(os.environ, TORCHINDUCTOR_COMPILE_THREADS="1", TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "cache"))
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]

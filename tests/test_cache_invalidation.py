@@ -375,9 +375,9 @@ def test_lru_bound_per_model():
 def test_box_bounds_are_keyed_by_value():
     model, x = conv_bn(), torch.randn(1, 3, 12, 12)
     mean, std = torch.tensor([0.4, 0.5, 0.6]).view(3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(3, 1, 1)
-    assert ZBox((0 - mean) / std, 1.0) == ZBox((0 - mean) / std, 1.0)
-    assert hash(ZBox((0 - mean) / std, 1.0)) == hash(ZBox((0 - mean) / std, 1.0))
-    assert ZBox((0 - mean) / std, 1.0) != ZBox((1 - mean) / std, 1.0)
+    assert ZBox((0 - mean) / std, 5.0) == ZBox((0 - mean) / std, 5.0)
+    assert hash(ZBox((0 - mean) / std, 5.0)) == hash(ZBox((0 - mean) / std, 5.0))
+    assert ZBox((0 - mean) / std, 5.0) != ZBox((1 - mean) / std, 5.0)
 
     def call(low, high):
         return lrp_fx.attribute(model, x, target=1, composite="epsilon_gamma_box", low=low, high=high)

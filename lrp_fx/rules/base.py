@@ -28,6 +28,12 @@ class Rule:
 
     support: ClassVar[str] = "none"
 
+    def __post_init__(self) -> None:
+        for field in ("epsilon", "stabilizer", "gamma"):  # a negative one flips signs it exists to keep
+            v = getattr(self, field, None)
+            if isinstance(v, (int, float)) and not v >= 0:
+                raise ValueError(f"{type(self).__name__} needs {field} >= 0, got {v}")
+
     @property
     def name(self) -> str:
         return type(self).__name__
@@ -59,6 +65,7 @@ class AlphaBeta(Rule):
     support: ClassVar[str] = "proportional"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.alpha < 0 or self.beta < 0 or abs(self.alpha - self.beta - 1.0) > 1e-12:
             raise ValueError(f"AlphaBeta needs alpha, beta >= 0 and alpha - beta = 1, got {self.alpha}, {self.beta}")
 
@@ -113,6 +120,12 @@ class ZBox(KeyedByValue, Rule):
     high: Any = 1.0
     stabilizer: float = 1e-6
     value_fields: ClassVar[tuple[str, ...]] = ("low", "high", "stabilizer")  # the bounds are baked into the program
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        low, high = (torch.as_tensor(v, dtype=torch.float64) for v in (self.low, self.high))
+        if not bool((low <= high).all()):  # z = x W - l W+ - h W- then mixes the signs the rule separates
+            raise ValueError("ZBox needs low <= high everywhere (the input's lower and upper bounds)")
 
 
 _BY_VALUE = 1 << 20
