@@ -448,30 +448,6 @@ def test_a_rule_that_returns_a_bare_tensor_or_none_gets_a_clear_error():
     assert op not in _RULES
 
 
-class _CastsItsInput(nn.Module):
-    """A bfloat16 model that casts its float32 input to its own dtype (as Hugging Face ViT does with pixels)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.b = nn.Linear(8, 16), nn.Linear(16, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(torch.relu(self.a(x.to(self.a.weight.dtype))))
-
-
-@pytest.mark.parametrize("target", [None, 1, "indices", "tensor"])
-def test_the_seed_takes_the_outputs_dtype_not_the_inputs(target):
-    torch.manual_seed(0)
-    model = _CastsItsInput().to(torch.bfloat16).eval()
-    x = torch.randn(4, 8)
-    target = {"indices": torch.tensor([0, 2, 1, 1]), "tensor": torch.ones(4, 3, dtype=torch.bfloat16)}.get(
-        target, target
-    )
-    res = lrp_fx.attribute(model, x, target=target, composite="epsilon")
-    assert res.seed.dtype == torch.bfloat16 and res.relevance.dtype == torch.float32
-    assert res.relevance.abs().sum() > 0
-
-
 def test_untying_a_tied_weight_builds_a_new_program():
     """The capture lifts a shared parameter once: after ``b.weight`` gets its own tensor, the cached program would
     still read ``a.weight`` for both layers."""

@@ -456,30 +456,6 @@ def test_training_mode_is_an_error_that_says_call_eval():
     torch.testing.assert_close(out, model(x))
 
 
-class _CastsItsInput(nn.Module):
-    """A half-precision model that casts its float32 input (as Hugging Face ViT casts pixel values)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.b = nn.Linear(8, 16), nn.Linear(16, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(torch.relu(self.a(x.to(self.a.weight.dtype))))
-
-
-def test_half_precision_model_with_float32_input_gets_the_half_precision_stabilisers():
-    """The backend decides as ``attribute`` does, from the inputs and the model: a bfloat16 model casting float32
-    inputs gets epsilon = stabiliser = 1e-2 in both (before, the backend looked at the inputs only: 1e-6)."""
-    torch.manual_seed(0)
-    model = _CastsItsInput().to(torch.bfloat16).eval()
-    x = torch.randn(4, 8)
-    _, seed, rel = _relevance(torch.compile(model, backend=lrp_fx.backend("epsilon", inductor=False)), x)
-    ref = lrp_fx.attribute(model, x, target=seed, composite="epsilon")
-    torch.testing.assert_close(rel, ref.relevance, rtol=0, atol=0)
-    tiny = lrp_fx.attribute(model, x, target=seed, composite="epsilon", epsilon=1e-6, stabilizer=1e-6)
-    assert not torch.equal(rel, tiny.relevance)
-
-
 def test_a_recompile_after_backward_on_the_same_input():
     """The protocol's own result (``x.grad``) must not break the next capture: a second preset on the same ``x``
     and a ``no_grad`` call (a recompile) capture with symbolic sizes, whose guards read ``x.grad`` (torch.export)."""

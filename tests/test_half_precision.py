@@ -62,3 +62,44 @@ def test_compile_backend_uses_the_half_precision_defaults_too():
     torch.testing.assert_close(rel, eager.relevance)
     other = lrp_fx.attribute(model, x, target=seed, composite="epsilon", epsilon=1e-6, stabilizer=1e-6)
     assert not torch.equal(other.relevance, eager.relevance)
+
+
+class _CastsItsInput(nn.Module):
+    """A half-precision model that casts its float32 input to its own dtype (as Hugging Face ViT casts pixels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 16), nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x.to(self.a.weight.dtype))))
+
+
+@pytest.mark.parametrize("target", [None, 1, "indices", "tensor"])
+def test_the_seed_takes_the_outputs_dtype_not_the_inputs(target):
+    torch.manual_seed(0)
+    model = _CastsItsInput().to(torch.bfloat16).eval()
+    x = torch.randn(4, 8)
+    target = {"indices": torch.tensor([0, 2, 1, 1]), "tensor": torch.ones(4, 3, dtype=torch.bfloat16)}.get(
+        target, target
+    )
+    res = lrp_fx.attribute(model, x, target=target, composite="epsilon")
+    assert res.seed.dtype == torch.bfloat16 and res.relevance.dtype == torch.float32
+    assert res.relevance.abs().sum() > 0
+
+
+def test_a_half_precision_model_with_float32_input_gets_the_half_precision_stabilisers_when_compiled_too():
+    """The backend decides as ``attribute`` does, from the inputs and the model: a bfloat16 model casting float32
+    inputs gets epsilon = stabiliser = 1e-2 in both (before, the backend looked at the inputs only: 1e-6)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = _CastsItsInput().to(torch.bfloat16).eval()
+    x = torch.randn(4, 8)
+    seed = torch.randn(4, 3, dtype=torch.bfloat16)
+    xg = x.clone().requires_grad_(True)
+    compiled = torch.compile(model, backend=lrp_fx.backend("epsilon", inductor=False))
+    (rel,) = torch.autograd.grad(compiled(xg), xg, grad_outputs=seed)
+    ref = lrp_fx.attribute(model, x, target=seed, composite="epsilon")
+    torch.testing.assert_close(rel, ref.relevance, rtol=0, atol=0)
+    tiny = lrp_fx.attribute(model, x, target=seed, composite="epsilon", epsilon=1e-6, stabilizer=1e-6)
+    assert not torch.equal(rel, tiny.relevance)
