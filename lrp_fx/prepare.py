@@ -63,6 +63,9 @@ from .rules.norm import is_normaliser
 aten = torch.ops.aten
 
 CONSTANT_KEY = "lrp_fx_constant"
+# the output of an activation written out (``x * sigmoid(x)``, ``gelu_new``): a gate for ``ConstantGate`` as a whole
+# activation op is (``rules.elementwise.is_gate``)
+ACTIVATION_KEY = "lrp_fx_activation"
 
 # ops whose result depends on an input's shape, dtype or device only
 SHAPE_ONLY = {
@@ -504,6 +507,12 @@ def mark_constants(gm: fx.GraphModule, dependent: set[fx.Node]) -> int:
             gu, gv = (_is_gate(a) for a in (u, v))
             if gu != gv:  # exactly one operand is a sigmoid-type gate
                 mark(u if gu else v, "gate")
+                signal = v if gu else u
+                roots = _ew_sources(signal, dependent, memo)
+                if len(roots) == 1 and roots == _ew_sources(u if gu else v, dependent, memo):
+                    (root,) = roots  # x * sigmoid(x), quick GELU x * sigmoid(1.702 x): an activation written out
+                    if _scaled_copy_of(signal, root, dependent):
+                        node.meta[ACTIVATION_KEY] = True
                 continue
             ru, rv = (_is_router_weight(a) for a in (u, v))
             if ru != rv:  # exactly one operand is a mixture-of-experts router weight
@@ -519,8 +528,10 @@ def mark_constants(gm: fx.GraphModule, dependent: set[fx.Node]) -> int:
                 cu, cv = _scaled_copy_of(u, root, dependent), _scaled_copy_of(v, root, dependent)
                 if cu and not cv and len(v.users) == 1:
                     mark(v, "gate")
+                    node.meta[ACTIVATION_KEY] = True
                 elif cv and not cu and len(u.users) == 1:
                     mark(u, "gate")
+                    node.meta[ACTIVATION_KEY] = True
         elif node.target in _MATMULS and all(a in dependent for a in node.args[:2]):
             u, v = node.args[:2]
             du, dv = (_is_decay(a) for a in (u, v))

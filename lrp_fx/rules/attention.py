@@ -346,6 +346,7 @@ def attention(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
         # the relevances take the layout of the original q, k, v (first operand), so that the views that made the
         # heads (transpose, reshape) route them back without a copy
         out[2] = _fold_heads(_times(v0 * torch.matmul(_mt(P), s), w_v), groups, v.shape)
+        out[2] = sum_to(out[2], v.shape)  # k and v broadcast over heads or samples (multi-query, a shared memory)
     if w_p:
         # R_P = w_P * P * (s V^T); softmax (Taylor): R_L = L * g with g = R_P - P * sum_k R_P (g = 0 where P = 0);
         # the mask's share: R_S = S * g; the epsilon rule on S = scale * Q K^T divides R_S by S again, so its
@@ -356,11 +357,19 @@ def attention(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
         w_q, w_k = _weights(act_q, act_k)
         c = w_p * scale  # the weights and the scale go on the [.., N, d] products, not on t
         if w_q:
-            out[0] = _times(q0 * torch.matmul(t, kr), c * w_q)
+            out[0] = sum_to(_times(q0 * torch.matmul(t, kr), c * w_q), q.shape)
         if w_k:
-            out[1] = _fold_heads(_times(k0 * torch.matmul(_mt(t), q), c * w_k), groups, k.shape)
+            out[1] = sum_to(_fold_heads(_times(k0 * torch.matmul(_mt(t), q), c * w_k), groups, k.shape), k.shape)
+        mask_share = None
+        if isinstance(mn, fx.Node) and call.is_activation(mn) and mask.is_floating_point():
+            # an input-dependent additive mask (a learned bias) takes its share of L = S + M, as add's rule gives it
+            if len(call.node.args) <= 3 or call.node.args[3] is not mn:
+                raise ValueError("an input-dependent attn_mask must be passed positionally to get its relevance")
+            mask_share = torch.where(t == 0, torch.zeros((), dtype=t.dtype, device=t.device), t * mask) * w_p
+            out[3] = sum_to(mask_share, mask.shape)
         if absorbed is not None:
             absorbed = absorbed + r_p_sum - (w_q + w_k) * w_p * (t * S).sum()
+            absorbed = absorbed if mask_share is None else absorbed - mask_share.sum()
     if absorbed is not None:
         call.absorb(absorbed)
     return call.assign(out)

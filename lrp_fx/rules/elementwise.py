@@ -74,6 +74,11 @@ def pass_activation(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     return call.first(relevance)
 
 
+def _times_finite(s: Tensor, v: Tensor | float) -> Tensor:
+    """``s * v`` for the books, 0 where ``s`` is (an additive ``-inf`` mask: ``-0 * -inf`` would be NaN)."""
+    return torch.where(s == 0, torch.zeros((), dtype=s.dtype, device=s.device), s * v)
+
+
 @register_rule([aten.add.Tensor, aten.sub.Tensor], group="add", accepts=(Norm, Epsilon), default=Norm())
 def proportional_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     """``y = a + alpha*b`` (or ``a - alpha*b``): ``R_a = a * R / stab(y)``, ``R_b = +-alpha*b * R / stab(y)``.
@@ -88,12 +93,12 @@ def proportional_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     y = call.out(support_only=True)
     s = relevance / stabilize(y, eps, nonneg=call.out_nonneg(support_only=True))
     shares = {}
-    absorbed = relevance - s * y if call.track else None
+    absorbed = relevance - _times_finite(s, y) if call.track else None
     for i, coef in ((0, 1.0), (1, sign * alpha)):
         a = node.args[i]
         if not call.is_activation(a):
             if absorbed is not None:  # a constant operand keeps its share, like a bias
-                absorbed = absorbed + coef * call.value(a) * s
+                absorbed = absorbed + coef * _times_finite(s, call.value(a))
             continue
         v = call.value(a)
         shares[i] = sum_to(v * s if coef == 1 else coef * v * s, v.shape)
@@ -228,11 +233,14 @@ _GATE_PATH = {
 
 
 def is_gate(node: object) -> bool:
-    """Whether ``node`` is an element-wise activation function's output (``ACTIVATIONS``), possibly reshaped."""
+    """Whether ``node`` is an element-wise activation function's output (``ACTIVATIONS``, or one written out, e.g.
+    GPT-2's and T5's ``gelu_new``, which ``lrp_fx.prepare`` tags), possibly reshaped."""
     for _ in range(16):
         if not isinstance(node, fx.Node) or node.op != "call_function":
             return False
         if node.target in ACTIVATIONS and node.target is not aten.relu.default:
+            return True
+        if node.meta.get("lrp_fx_activation"):  # prepare.ACTIVATION_KEY (prepare imports the rules)
             return True
         if node.target not in _GATE_PATH:
             return False

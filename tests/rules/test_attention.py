@@ -217,6 +217,45 @@ def test_scaled_dot_product_attention(case, composite):
     assert all(torch.isfinite(r).all() for r in res.relevance)
 
 
+@pytest.mark.parametrize("composite", ["attnlrp", "cplrp"])
+@pytest.mark.parametrize("broadcast", ["heads", "batch"])
+def test_attention_with_broadcast_keys_and_values(broadcast, composite):
+    """K and V broadcast over the heads (multi-query attention without ``enable_gqa``: Falcon) or the samples (a
+    shared memory): the relevance is that of the same keys repeated, summed back, as ``gqa`` does."""
+    q = torch.randn(2, 3, 4, 8, dtype=D)
+    k, v = (torch.randn((2, 1, 5, 8) if broadcast == "heads" else (1, 3, 5, 8), dtype=D) for _ in range(2))
+    R = torch.randn(2, 3, 4, 8, dtype=D)
+    res = _attr(Fn(lambda m, q, k, v: F.scaled_dot_product_attention(q, k, v)), (q, k, v), R, composite=composite)
+    full = _attr(
+        Fn(lambda m, q, k, v: F.scaled_dot_product_attention(q, k.expand(2, 3, 5, 8), v.expand(2, 3, 5, 8))),
+        (q, k, v),
+        R,
+        composite=composite,
+    )
+    for x, y in zip(res.relevance, full.relevance):
+        assert x.shape == y.shape
+        torch.testing.assert_close(x, y)
+
+
+@pytest.mark.parametrize("composite", ["attnlrp", "cplrp"])
+def test_an_input_dependent_additive_mask_takes_its_share(composite):
+    """A learned, input-dependent bias added to the scores (``attn_mask=bias(x)``) gets the share the add rule gives
+    it in ``softmax(S + M)``, as in the same block written out; a constant mask keeps it (absorbed)."""
+    q, k, v = (torch.randn(2, 2, 4, 8, dtype=D) for _ in range(3))
+    bias = torch.randn(2, 1, 1, 4, dtype=D)
+    R = torch.randn(2, 2, 4, 8, dtype=D)
+    whole = Fn(lambda m, q, k, v, b: F.scaled_dot_product_attention(q, k, v, b))
+    pieces = Fn(lambda m, q, k, v, b: torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8) + b, -1) @ v)
+    kw = dict(composite=composite, epsilon=1e-12, stabilizer=1e-12, track_absorbed=True)
+    a, b = _attr(whole, (q, k, v, bias), R, **kw), _attr(pieces, (q, k, v, bias), R, **kw)
+    for x, y in zip(a.relevance, b.relevance):  # up to where the stabilisers sit
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-9)
+    if composite == "attnlrp":
+        assert a.relevance[3].abs().sum() > 0
+    total = sum(r.sum() for r in a.relevance) + sum(a.absorbed.values())
+    torch.testing.assert_close(total, R.sum())
+
+
 def test_attention_kept_whole_equals_its_decomposition():
     """The SDPA rule and the rules of its pieces (scale, bmm, add mask, softmax, bmm) agree."""
     q, k, v = (torch.randn(2, 3, 5, 4, dtype=D) for _ in range(3))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -104,6 +106,34 @@ def test_constant_gate_hands_the_product_to_the_ungated_factor():
         lrp_fx.attribute(swiglu, (a, b), target=R, composite="epsilon", gate="constant")
 
 
+def _gelu_new(x):  # GPT-2's and T5 v1.1's gelu_new, written out as Hugging Face writes it
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+@pytest.mark.parametrize(
+    "act",
+    [lambda x: x * torch.sigmoid(x), lambda x: x * torch.sigmoid(1.702 * x), _gelu_new],
+    ids=["silu-written-out", "quick-gelu", "gelu-new"],
+)
+def test_constant_gate_recognises_activations_written_out(act):
+    """``gate="constant"`` treats ``act(a) * b`` alike whether ``act`` is one op or written out (T5 v1.1's
+    ``gated-gelu`` MLP uses ``gelu_new``); a squeeze-excitation product ``a * sigmoid(c)`` is no activation."""
+    a, b, c = (torch.randn(2, 5, dtype=torch.float64) for _ in range(3))
+    R = torch.randn(2, 5, dtype=torch.float64)
+    gated = lrp_fx.attribute(Binary(lambda a, b: act(a) * b), (a, b), target=R, composite="cplrp", gate="constant")
+    torch.testing.assert_close(gated.relevance[1], R)
+    assert (gated.relevance[0] == 0).all()
+    uniform = lrp_fx.attribute(Binary(lambda a, b: act(a) * b), (a, b), target=R, composite="cplrp")
+    torch.testing.assert_close(uniform.relevance[1], R / 2)
+
+    class Excited(nn.Module):
+        def forward(self, a, b, c):
+            return (a * torch.sigmoid(c)) * b
+
+    se = lrp_fx.attribute(Excited(), (a, b, c), target=R, composite="cplrp", gate="constant")
+    torch.testing.assert_close(se.relevance[1], R / 2)
+
+
 def test_product_with_parameter_is_identity():
     class Scale(nn.Module):
         def __init__(self):
@@ -203,3 +233,22 @@ def test_views_of_one_tensor_are_routed_exactly(views):
     _, vjp = torch.func.vjp(take, x)
     (expected,) = vjp(R)
     torch.testing.assert_close(_attr(Views(), x, R).relevance, expected)
+
+
+def test_an_additive_minus_inf_mask_keeps_the_books_finite():
+    """``softmax(x + mask)`` with ``-inf`` in the mask (``nn.Transformer.generate_square_subsequent_mask``): the
+    add's shares at masked positions are ``0 * -inf``, which must count as 0 in what it records as absorbed."""
+
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mask", torch.triu(torch.full((4, 4), float("-inf"), dtype=torch.float64), 1))
+
+        def forward(self, x):
+            return torch.softmax(x + self.mask, -1)
+
+    x = torch.randn(2, 4, 4, dtype=torch.float64)
+    R = torch.randn(2, 4, 4, dtype=torch.float64)
+    res = lrp_fx.attribute(Masked(), x, target=R, composite="attnlrp", track_absorbed=True)
+    assert all(math.isfinite(v) for v in res.absorbed.values()), res.absorbed
+    assert abs(float(res.relevance.sum()) + sum(res.absorbed.values()) - float(R.sum())) < 1e-9
