@@ -133,6 +133,8 @@ def _impls(text, choices):
     return impls
 
 
+# rules the folded pipelines hand to the stacked ones (one denominator: nothing to share a product with)
+STACKED_ONLY = ("epsilon", "zplus", "gamma+")
 LINEAR_IMPLS = _impls(ARGS.linear_impls, ("fused", "stacked", "folded"))
 CONV_IMPLS = _impls(ARGS.conv_impls, ("stacked", "folded"))
 
@@ -276,7 +278,7 @@ def linear_variants(shape, shape_label, dt):
         )
         for impl in LINEAR_IMPLS
         for name, rule, nonneg in LINEAR_RULES
-        if not (impl == "folded" and rule in ("epsilon", "zplus", "gamma+"))
+        if not (impl == "folded" and rule in STACKED_ONLY)
     ]
 
 
@@ -286,7 +288,7 @@ def conv_variants():
         (name if impl == "stacked" else f"folded {name}", rule, nonneg, impl)
         for impl in CONV_IMPLS
         for name, rule, nonneg in LINEAR_RULES
-        if not (impl == "folded" and rule in ("epsilon", "zplus", "gamma+"))
+        if not (impl == "folded" and rule in STACKED_ONLY)
     ]
 
 

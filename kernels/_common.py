@@ -22,6 +22,11 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "tr
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
+# the sign-split rules and their codes in the Triton kernels, shared by the linear and convolution kernels
+# (gamma+: gamma's positive half alone, for a layer before a ReLU)
+RULES = {"zplus": 0, "alphabeta": 1, "gamma": 2, "gamma+": 4}
+GAMMAS = ("gamma", "gamma+")  # rules with gamma's weights and the output's sign masks: they read the output z
+
 
 def linear_impl() -> str:
     """Which implementation the linear operators launch on CUDA: ``"fused"`` (the Triton GEMMs of

@@ -55,7 +55,9 @@ import triton
 import triton.language as tl
 
 from ._common import (
+    GAMMAS,
     INTERPRET,
+    RULES,
     check_triton_inputs,
     compute_dtype,
     conv_impl,
@@ -75,9 +77,7 @@ __all__ = [
     "signsplit_conv2d_ref",
 ]
 
-RULES = {"zplus": 0, "alphabeta": 1, "gamma": 2, "gamma+": 4}
 ONE_SIDED = ("zplus", "gamma+")  # rules without a z- block
-GAMMAS = ("gamma", "gamma+")  # rules with gamma's weights and the output's sign masks
 _EPSILON = 3  # scale-kernel code: s = R / stab(z), no z- block
 
 # Elementwise kernels are memory-bound: one fixed block configuration, no autotuning (autotuning would also

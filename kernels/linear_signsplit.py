@@ -56,6 +56,8 @@ import triton
 import triton.language as tl
 
 from ._common import (
+    GAMMAS,
+    RULES,
     check_triton_inputs,
     compute_dtype,
     dot_flags,
@@ -72,9 +74,6 @@ from ._common import (
 )
 
 __all__ = ["RULES", "signsplit_linear", "signsplit_linear_triton", "signsplit_linear_ref"]
-
-RULES = {"zplus": 0, "alphabeta": 1, "gamma": 2, "gamma+": 4}
-GAMMAS = ("gamma", "gamma+")  # the rules that read the original output z
 
 
 @triton.jit

@@ -33,7 +33,17 @@ import triton
 import triton.language as tl
 
 from ._common import launcher, stab_tl
-from .conv2d import _EW_BLOCK, _EW_WARPS, RULES, _combine, _ew_grid, _sign_split, signsplit_stacked, stacked_weight
+from .conv2d import (
+    _EW_BLOCK,
+    _EW_WARPS,
+    ONE_SIDED,
+    RULES,
+    _combine,
+    _ew_grid,
+    _sign_split,
+    signsplit_stacked,
+    stacked_weight,
+)
 
 __all__ = ["signsplit_folded"]
 
@@ -128,7 +138,7 @@ def signsplit_folded(x, weight, bias, z, relevance, rule, params, x_nonneg, grou
     ``z`` is the layer's output ``f(x; W, b)``; without it one more product computes it. ZPlus and ``gamma+`` go to
     the stacked pipeline: one denominator, nothing to share a product with.
     """
-    if rule in ("zplus", "gamma+"):
+    if rule in ONE_SIDED:
         return signsplit_stacked(
             x, weight, bias, z, relevance, rule, params, x_nonneg, groups, forward, transpose, wrap
         )

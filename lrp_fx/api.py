@@ -136,9 +136,8 @@ def _make_seed(target: Target, output: Tensor | None, shape: tuple[int, ...], dt
         raise TargetError("a class-index target needs an output with a class dimension; pass a tensor or callable")
     classes = shape[-1]
     try:
-        empty = (
-            isinstance(target, (list, tuple)) and len(target) == 0
-        )  # an empty batch's targets: as_tensor makes floats
+        # an empty batch's targets: as_tensor would make an empty float tensor of them
+        empty = isinstance(target, (list, tuple)) and len(target) == 0
         idx = torch.as_tensor(target, device=device, dtype=torch.long if empty else None)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise TargetError(

@@ -769,6 +769,12 @@ class LRPBackend:
         fold_bmm: bool = True,
         **rule_params: Any,
     ) -> None:
+        attribute_only = sorted({"param_relevance", "modules", "track_absorbed", "target", "output"} & set(rule_params))
+        if attribute_only:  # they would otherwise read as unknown rule parameters
+            raise TypeError(
+                f"{', '.join(attribute_only)}: not available through the compile backend, whose relevance arrives as "
+                "x.grad; use lrp_fx.attribute for parameter or module relevance, absorbed shares and targets"
+            )
         self.composite = resolve(composite, overrides, rule_params)
         # a preset on a half-precision graph gets the half-precision stabilisers (composites.precision_defaults);
         # the dtypes are known per graph, so that variant is resolved when a graph needs it
@@ -836,8 +842,8 @@ class LRPBackend:
         start = time.perf_counter()
         # half-precision inputs, or a half-precision model casting its inputs (as attribute decides: HF ViT in bf16
         # casts float32 pixels to its own dtype); the region's parameters arrive among its example inputs
-        params = [t for t in args if isinstance(t, nn.Parameter)]
-        half = any(isinstance(t, Tensor) and t.dtype in HALF_PRECISION for t in [*user, *params[:1]])
+        first_param = next((t for t in args if isinstance(t, nn.Parameter)), None)
+        half = any(isinstance(t, Tensor) and t.dtype in HALF_PRECISION for t in [*user, first_param])
         comp = self._half_composite if half else self.composite
         comp = comp if first else dataclasses.replace(comp, first_layer=None)
         module = _RegionModule(region, args)
@@ -949,12 +955,6 @@ def backend(composite: str | Composite = "epsilon_plus_flat", **kwargs: Any) -> 
     Keyword arguments are ``LRPBackend``'s: ``overrides``, ``strict``, ``memory_budget``, ``inductor`` and the
     preset's rule parameters (``epsilon``, ``stabilizer``, ``gamma``, ``low``, ``high``).
     """
-    attribute_only = sorted({"param_relevance", "modules", "track_absorbed", "target", "output"} & set(kwargs))
-    if attribute_only:
-        raise TypeError(
-            f"{', '.join(attribute_only)}: not available through the compile backend, whose relevance arrives as "
-            "x.grad; use lrp_fx.attribute for parameter or module relevance, absorbed shares and targets"
-        )
     return LRPBackend(composite, **kwargs)
 
 

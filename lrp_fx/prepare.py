@@ -309,6 +309,11 @@ def _call(
     return node
 
 
+def _per_hidden_unit(graph: fx.Graph, t: fx.Node, hidden: int) -> fx.Node:
+    """``[n] -> [n, hidden]`` (an expanded view): one bag's index or start per hidden unit."""
+    return _call(graph, aten.expand.default, (_call(graph, aten.unsqueeze.default, (t, 1)), [-1, hidden]))
+
+
 def embedding_bag_to_lookup(gm: fx.GraphModule) -> int:
     """``_embedding_bag(W, ids, offsets, ..., mode)`` in mode ``sum`` or ``mean`` (``nn.EmbeddingBag``, the text
     classifier of the PyTorch tutorials) becomes ``embedding(W, ids)`` summed per bag with ``index_add`` (divided by
@@ -366,18 +371,11 @@ def embedding_bag_to_lookup(gm: fx.GraphModule) -> int:
                 like=node,
             )
             bag = _call(graph, aten.sub.Tensor, (_call(graph, aten.sum.dim_IntList, (after, [1])), 1), like=node)
-            grid = _call(
-                graph,
-                aten.expand.default,
-                (_call(graph, aten.unsqueeze.default, (starts, 1)), [-1, int(vals[2].shape[1])]),
-            )
+            hidden = int(vals[2].shape[1])
+            grid = _per_hidden_unit(graph, starts, hidden)
             zeros = _call(graph, aten.zeros_like.default, (grid,), {"dtype": fdtype}, like=node)
             if mode == "max":
-                spread = _call(
-                    graph,
-                    aten.expand.default,
-                    (_call(graph, aten.unsqueeze.default, (bag, 1)), [-1, int(vals[2].shape[1])]),
-                )
+                spread = _per_hidden_unit(graph, bag, hidden)
                 out = _call(
                     graph, aten.scatter_reduce.two, (zeros, 0, spread, rows, "amax"), {"include_self": False}, like=node
                 )
@@ -416,6 +414,12 @@ def _ew_sources(node: Any, dependent: set[fx.Node], memo: dict) -> frozenset:
         out = frozenset([node])
     memo[node] = out
     return out
+
+
+def _common_root(u: Any, v: Any, dependent: set[fx.Node], memo: dict) -> fx.Node | None:
+    """The one input-dependent node both ``u`` and ``v`` are element-wise functions of, if there is one."""
+    su = _ew_sources(u, dependent, memo)
+    return next(iter(su)) if len(su) == 1 and su == _ew_sources(v, dependent, memo) else None
 
 
 def _scaled_copy_of(node: Any, root: fx.Node, dependent: set[fx.Node]) -> bool:
@@ -507,12 +511,9 @@ def mark_constants(gm: fx.GraphModule, dependent: set[fx.Node]) -> int:
             gu, gv = (_is_gate(a) for a in (u, v))
             if gu != gv:  # exactly one operand is a sigmoid-type gate
                 mark(u if gu else v, "gate")
-                signal = v if gu else u
-                roots = _ew_sources(signal, dependent, memo)
-                if len(roots) == 1 and roots == _ew_sources(u if gu else v, dependent, memo):
-                    (root,) = roots  # x * sigmoid(x), quick GELU x * sigmoid(1.702 x): an activation written out
-                    if _scaled_copy_of(signal, root, dependent):
-                        node.meta[ACTIVATION_KEY] = True
+                signal, root = (v if gu else u), _common_root(u, v, dependent, memo)
+                if root is not None and _scaled_copy_of(signal, root, dependent):
+                    node.meta[ACTIVATION_KEY] = True  # x * sigmoid(x), quick GELU x * sigmoid(1.702 x), written out
                 continue
             ru, rv = (_is_router_weight(a) for a in (u, v))
             if ru != rv:  # exactly one operand is a mixture-of-experts router weight
@@ -522,9 +523,8 @@ def mark_constants(gm: fx.GraphModule, dependent: set[fx.Node]) -> int:
             if du != dv:  # exactly one operand is a state-space decay exp(dt * A)
                 mark(u if du else v, "decay")
                 continue
-            su, sv = _ew_sources(u, dependent, memo), _ew_sources(v, dependent, memo)
-            if len(su) == 1 and su == sv and u is not v:
-                (root,) = su
+            root = _common_root(u, v, dependent, memo) if u is not v else None
+            if root is not None:
                 cu, cv = _scaled_copy_of(u, root, dependent), _scaled_copy_of(v, root, dependent)
                 if cu and not cv and len(v.users) == 1:
                     mark(v, "gate")

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, fx
 
 from .base import Epsilon, Pass, Rule, UniformProduct
-from .call import RuleCall, sum_to
+from .call import RuleCall, sum_to, times_finite
 from .registry import aten, register_rule
 from .stabilize import stabilize
 
@@ -365,7 +365,7 @@ def attention(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
             # an input-dependent additive mask (a learned bias) takes its share of L = S + M, as add's rule gives it
             if len(call.node.args) <= 3 or call.node.args[3] is not mn:
                 raise ValueError("an input-dependent attn_mask must be passed positionally to get its relevance")
-            mask_share = torch.where(t == 0, torch.zeros((), dtype=t.dtype, device=t.device), t * mask) * w_p
+            mask_share = times_finite(t, mask) * w_p
             out[3] = sum_to(mask_share, mask.shape)
         if absorbed is not None:
             absorbed = absorbed + r_p_sum - (w_q + w_k) * w_p * (t * S).sum()

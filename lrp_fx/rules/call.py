@@ -137,6 +137,11 @@ class RuleCall:
         return self.assign({0: relevance})
 
 
+def times_finite(s: Tensor, v: Tensor | float) -> Tensor:
+    """``s * v``, 0 where ``s`` is: a share of an additive ``-inf`` mask, where ``-0 * -inf`` would be NaN."""
+    return torch.where(s == 0, torch.zeros((), dtype=s.dtype, device=s.device), s * v)
+
+
 def sum_to(t: Tensor, shape: Sequence[int]) -> Tensor:
     """Reduce a broadcast result back to an operand's shape (the VJP of broadcasting)."""
     if tuple(t.shape) == tuple(shape):

@@ -14,7 +14,7 @@ from torch import Tensor, fx
 from .attention import from_stopped_softmax
 from .autodiff import vjp
 from .base import ConstantGate, Epsilon, Norm, Pass, UniformProduct
-from .call import RuleCall, sum_to
+from .call import RuleCall, sum_to, times_finite
 from .registry import aten, register_rule
 from .stabilize import stabilize
 
@@ -74,11 +74,6 @@ def pass_activation(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     return call.first(relevance)
 
 
-def _times_finite(s: Tensor, v: Tensor | float) -> Tensor:
-    """``s * v`` for the books, 0 where ``s`` is (an additive ``-inf`` mask: ``-0 * -inf`` would be NaN)."""
-    return torch.where(s == 0, torch.zeros((), dtype=s.dtype, device=s.device), s * v)
-
-
 @register_rule([aten.add.Tensor, aten.sub.Tensor], group="add", accepts=(Norm, Epsilon), default=Norm())
 def proportional_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     """``y = a + alpha*b`` (or ``a - alpha*b``): ``R_a = a * R / stab(y)``, ``R_b = +-alpha*b * R / stab(y)``.
@@ -93,12 +88,12 @@ def proportional_sum(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     y = call.out(support_only=True)
     s = relevance / stabilize(y, eps, nonneg=call.out_nonneg(support_only=True))
     shares = {}
-    absorbed = relevance - _times_finite(s, y) if call.track else None
+    absorbed = relevance - times_finite(s, y) if call.track else None
     for i, coef in ((0, 1.0), (1, sign * alpha)):
         a = node.args[i]
         if not call.is_activation(a):
             if absorbed is not None:  # a constant operand keeps its share, like a bias
-                absorbed = absorbed + coef * _times_finite(s, call.value(a))
+                absorbed = absorbed + coef * times_finite(s, call.value(a))
             continue
         v = call.value(a)
         shares[i] = sum_to(v * s if coef == 1 else coef * v * s, v.shape)

@@ -208,8 +208,8 @@ def _denominator(call: RuleCall, f, x: Tensor, terms: list[Term]) -> Tensor:
     depend on ``x``: the weight hoisting computes it once, not on every call."""
     z = None
     for t in terms:
-        ones = torch.ones(_sample_shape(call, x), dtype=x.dtype, device=x.device) if t.x is ONES else None
-        zt = f(ones if t.x is ONES else t.x, t.w, t.b)
+        xt = torch.ones(_sample_shape(call, x), dtype=x.dtype, device=x.device) if t.x is ONES else t.x
+        zt = f(xt, t.w, t.b)
         if z is None:
             z = zt if t.sign == 1.0 else -zt
         else:

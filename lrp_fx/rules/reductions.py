@@ -108,10 +108,10 @@ def distance_share(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     else:
         weight = d**p
     total = weight.sum(-1, keepdim=True)
-    nonzero = p not in (0, float("inf"))  # counts need no stabiliser: a zero count means a zero distance
+    counts = p in (0, float("inf"))  # counts need no stabiliser: a zero count means a zero distance
     per_coordinate = weight * (
         relevance.unsqueeze(-1).to(d.dtype)
-        / (stabilize(total, call.eps, nonneg=True) if nonzero else total.clamp(min=1))
+        / (total.clamp(min=1) if counts else stabilize(total, call.eps, nonneg=True))
     )
     act = [call.is_activation(node.args[0]), call.is_activation(node.args[1])]
     if act[0] and act[1]:
