@@ -26,8 +26,12 @@ _NONNEG_SOURCES = {
     aten.hardsigmoid.default,
     aten.relu6.default,
     aten.abs.default,
+    aten.softplus.default,
+    aten.sqrt.default,  # NaN, not a negative number, where the input is negative
 }
 _NONNEG_IF_ALL_INPUTS = {"routing", "maxpool", "pool", "add", "mul", "getitem"}
+# routing ops whose tensor inputs after the first are positions (integer or bool), not values
+_INDEXED_ROUTING = {aten.index.Tensor, aten.index_select.default, aten.gather.default}
 
 
 def activations(graph: fx.Graph, float_inputs: set[fx.Node]) -> set[fx.Node]:
@@ -80,26 +84,42 @@ def _bounds_nonneg(node: fx.Node) -> bool:
     return isinstance(low, (int, float)) and low >= 0 and (not isinstance(high, (int, float)) or high >= 0)
 
 
+def _is_position(node: fx.Node, arg: fx.Node) -> bool:
+    """Whether ``arg`` enters ``node`` only as positions (the index of a gather, a roll's computed indices)."""
+    if node.target not in _INDEXED_ROUTING or arg is node.args[0]:
+        return False
+    val = arg.meta.get("val")
+    return isinstance(val, torch.Tensor) and not val.is_floating_point() and not val.is_complex()
+
+
+def _square(node: fx.Node) -> bool:
+    """``x * x`` and ``x ** p`` for an even integer ``p``: >= 0 whatever the sign of ``x``."""
+    if node.target is aten.mul.Tensor:
+        return len(node.args) == 2 and node.args[0] is node.args[1]
+    if node.target is aten.pow.Tensor_Scalar:
+        p = node.args[1]
+        return isinstance(p, (int, float)) and not isinstance(p, bool) and float(p).is_integer() and p % 2 == 0
+    return False
+
+
 def nonneg(graph: fx.Graph, acts: set[fx.Node], groups: dict[fx.Node, str]) -> set[fx.Node]:
     found: set[fx.Node] = set()
     for node in graph.nodes:
         if node not in acts or node.op != "call_function":
             continue
-        if node.target in _NONNEG_SOURCES:
+        if node.target in _NONNEG_SOURCES or _square(node):
             found.add(node)
         elif node.target in (aten.hardtanh.default, aten.clamp.default):
             if _bounds_nonneg(node):
                 found.add(node)
+        elif node.target is aten.pow.Tensor_Scalar:  # a power of a non-negative base (inf at 0 ** -p)
+            if node.args[0] in found:
+                found.add(node)
         elif groups.get(node) in _NONNEG_IF_ALL_INPUTS:
             if node.target is aten.sub.Tensor:
                 continue
-            ins = [n for n in node.all_input_nodes if n in acts]
-            if (
-                ins
-                and all(n in found for n in ins)
-                and len(ins) == len(node.all_input_nodes)
-                and _value_arguments_nonneg(node)
-            ):
+            values = [n for n in node.all_input_nodes if not _is_position(node, n)]
+            if values and all(n in found for n in values) and _value_arguments_nonneg(node):
                 found.add(node)
     return found
 

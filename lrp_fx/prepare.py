@@ -7,7 +7,8 @@ marking pass; each is exact (the graph computes the same values):
   computed from a model input), as ``x @ W`` and GPT-2's ``Conv1D`` decompose, become ``linear(x, W^T, b)``, so they
   get the linear-family rules and the composite's choice for dense layers.
 * ``embedding_bag_to_lookup``: ``nn.EmbeddingBag`` in ``sum``/``mean`` mode becomes ``embedding(W, ids)`` summed per
-  bag with ``index_add`` (divided by the bag sizes for ``mean``), so its ids get per-token relevance too.
+  bag with ``index_add`` (divided by the bag sizes for ``mean``), in ``max`` mode a ``scatter_reduce`` with
+  ``amax``, so its ids get per-token relevance too.
 * ``hoist_embedding_indices``: ``embedding(W, f(ids))`` with ``f`` a chain of reshapes, slices or permutations of an
   integer model input becomes ``f'(embedding(W, ids))`` (``f'`` the same ops on a tensor with a trailing hidden
   dimension), so the token ids feed the embedding directly and can receive per-token relevance
@@ -320,9 +321,9 @@ def embedding_bag_to_lookup(gm: fx.GraphModule) -> int:
     the bag's size for ``mean``), so the token ids feed an embedding (per-token relevance) and the bag's sum takes
     the sum rule. ``per_sample_weights`` multiply the looked-up rows, ``padding_idx`` rows are zeroed by a mask.
     Mode ``max`` becomes ``scatter_reduce(zeros, 0, bag, rows, "amax", include_self=False)`` (winner takes all per
-    hidden unit; an empty bag stays zero, as in torch); with a ``padding_idx`` it is not rewritten (a
-    ``MissingRuleError`` names the op). Exact. Only the bag output may be used (not the bag indices it also
-    returns)."""
+    hidden unit; an empty bag stays zero, as in torch); ``padding_idx`` rows are scattered into one extra bag that
+    is cut off, so they take no part in the max, as in torch. Exact. Only the bag output may be used (not the bag
+    indices it also returns)."""
     graph = gm.graph
     done = 0
     for node in list(graph.nodes):
@@ -345,17 +346,16 @@ def embedding_bag_to_lookup(gm: fx.GraphModule) -> int:
         ):
             continue
         padding, fdtype = a.get("padding_idx"), vals[2].dtype
-        if mode == "max" and padding is not None and padding >= 0:  # zeroed padding rows would compete for the max
-            continue
         with graph.inserting_before(node):
             # sizes come from tensors (``*_like``), never as numbers: under ``lrp_fx.export`` they are symbolic
             rows = _call(graph, aten.embedding.default, (weight, ids), like=node)
-            keep = None
+            keep = is_token = None
             if padding is not None and padding >= 0:  # padding rows count neither in the sum nor in the size
-                keep = _call(graph, aten.ne.Scalar, (ids, padding), like=node)
-                keep = _call(graph, aten._to_copy.default, (keep,), {"dtype": fdtype}, like=node)
+                is_token = _call(graph, aten.ne.Scalar, (ids, padding), like=node)
+                keep = _call(graph, aten._to_copy.default, (is_token,), {"dtype": fdtype}, like=node)
                 keep.meta[CONSTANT_KEY] = "mask"  # computed from the ids, but a mask: it carries no relevance
-                rows = _call(graph, aten.mul.Tensor, (rows, _call(graph, aten.unsqueeze.default, (keep, 1))), like=node)
+                if mode != "max":  # a zeroed row would compete for the max: max sends padding rows elsewhere
+                    rows = _call(graph, aten.mul.Tensor, (rows, _call(graph, aten.unsqueeze.default, (keep, 1))))
             if psw is not None:
                 scale = _call(graph, aten.unsqueeze.default, (psw, 1), like=node)
                 rows = _call(graph, aten.mul.Tensor, (rows, scale), like=node)
@@ -375,10 +375,19 @@ def embedding_bag_to_lookup(gm: fx.GraphModule) -> int:
             grid = _per_hidden_unit(graph, starts, hidden)
             zeros = _call(graph, aten.zeros_like.default, (grid,), {"dtype": fdtype}, like=node)
             if mode == "max":
+                if is_token is not None:
+                    # padding rows go to one extra bag after the last, cut off below: they take no part in any max
+                    # (a bag of padding only stays zero, as in torch) and so get no relevance
+                    extra = _call(graph, aten.new_zeros.default, (zeros, [1, hidden]), like=node)
+                    zeros = _call(graph, aten.cat.default, ([zeros, extra],), like=node)
+                    count = _call(graph, aten.sum.default, (_call(graph, aten.ones_like.default, (starts,)),))
+                    bag = _call(graph, aten.where.self, (is_token, bag, count), like=node)
                 spread = _per_hidden_unit(graph, bag, hidden)
                 out = _call(
                     graph, aten.scatter_reduce.two, (zeros, 0, spread, rows, "amax"), {"include_self": False}, like=node
                 )
+                if is_token is not None:
+                    out = _call(graph, aten.slice.Tensor, (out, 0, 0, -1), like=node)
             else:
                 out = _call(graph, aten.index_add.default, (zeros, 0, bag, rows), like=node)
             if mode == "mean":
@@ -559,7 +568,8 @@ def token_inputs(captured: Captured) -> list[int]:
 
 def _feeds_lookup(node: fx.Node, depth: int = 0) -> bool:
     """Whether ``node`` (or a reshape of it) is the indices of an embedding or of an embedding bag (an unrewritten
-    bag, ``mode="max"``, then fails with a ``MissingRuleError`` that names it, not as an input without relevance)."""
+    bag, e.g. one whose bag indices are used too, then fails with a ``MissingRuleError`` that names it, not as an
+    input without relevance)."""
     for u in node.users:
         if u.op != "call_function":
             continue

@@ -341,3 +341,45 @@ def test_zbox_per_pixel_bounds_are_padded_like_the_input():
     # the padded positions are reflections of the input: their relevance returns to the pixels they copy
     expected = torch.autograd.functional.vjp(pad, x, flat.reshape(2, 2, 7, 7))[1]
     torch.testing.assert_close(res.relevance, expected, rtol=1e-10, atol=1e-12)
+
+
+_SIGNED = {  # a value of either sign, and what the analysis must (True) or must not (False) take for >= 0
+    "softplus": (F.softplus, True),
+    "square": (lambda h: h**2, True),
+    "product with itself": (lambda h: h * h, True),
+    "sqrt of relu": (lambda h: torch.sqrt(h.relu()), True),
+    "root of relu": (lambda h: h.relu() ** 0.5, True),
+    "roll of relu": (lambda h: torch.roll(h.relu(), 1, 1), True),  # captured as index_select with computed positions
+    "cube": (lambda h: h**3, False),
+    "root of anything": (lambda h: h.abs() ** 0.5 - h.relu(), False),
+    "product of two": (lambda h: h * h.flip(1), False),
+}
+
+
+class _Activation(nn.Module):
+    def __init__(self, kind: str):
+        super().__init__()
+        self.fn = _SIGNED[kind][0]
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+@pytest.mark.parametrize("kind", list(_SIGNED))
+def test_values_proven_non_negative_take_one_product_and_the_dense_formula(kind):
+    """ZPlus skips its ``x-`` product exactly where the analysis proves ``x >= 0`` (softplus, even powers, roots and
+    indexed routing of a ReLU) and keeps it otherwise; either way the relevance is the dense formula's."""
+    torch.manual_seed(4)
+    model = nn.Sequential(_Activation(kind), nn.Linear(6, 3).double()).eval()
+    x = torch.randn(5, 6, dtype=torch.float64)
+    R = torch.randn(5, 3, dtype=torch.float64)
+    res = lrp_fx.attribute(model, x, target=R, composite="epsilon", overrides={nn.Linear: ZPlus()}, modules=["0"])
+    a = model[0](x)
+    M = dense(lambda inp: inp @ model[1].weight.T, (5, 6))
+    expected = reference("zplus", a, M, model[1].bias.detach(), R)
+    torch.testing.assert_close(res.modules["0"], expected, rtol=1e-10, atol=1e-12)
+    graph = res.program.graph_module.graph
+    aten = torch.ops.aten
+    products = [n for n in graph.nodes if n.target in (aten.linear.default, aten.addmm.default, aten.mm.default)]
+    # proven: the forward, z+ = x W+ and one VJP; otherwise the x- terms add a product and a second VJP
+    assert len(products) == (3 if _SIGNED[kind][1] else 4), [n.format_node() for n in products]
