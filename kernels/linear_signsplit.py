@@ -326,7 +326,8 @@ def signsplit_linear_triton(
     s_p = torch.empty((M, N), dtype=x.dtype, device=x.device)
     s_n = torch.empty((M, N), dtype=x.dtype, device=x.device) if code != 0 else s_p
     o = z if code == 2 else relevance  # placeholder pointer when z is unused
-    b = bias if bias is not None else weight  # placeholder pointer when there is no bias
+    # the kernel reads the bias as contiguous (``B[:, 0]`` has stride 2); a placeholder pointer when there is none
+    b = bias.contiguous() if bias is not None else weight
     flags = dot_flags(x.dtype)
 
     def grid_fwd(meta):

@@ -165,7 +165,7 @@ def signsplit_folded(x, weight, bias, z, relevance, rule, params, x_nonneg, grou
     grid, n_blocks = _ew_grid(rows, inner_out)
     launcher(_folded_scale_kernel, wrap)[grid](
         z,
-        bias if bias is not None else z,
+        bias.contiguous() if bias is not None else z,  # read as contiguous
         p,
         relevance,
         s,

@@ -30,6 +30,9 @@ _NONNEG_SOURCES = {
     aten.sqrt.default,  # NaN, not a negative number, where the input is negative
 }
 _NONNEG_IF_ALL_INPUTS = {"routing", "maxpool", "pool", "add", "mul", "getitem"}
+# interpolations with negative weights (bicubic): a non-negative image can overshoot below zero at an edge
+_BICUBIC = {aten._upsample_bicubic2d_aa.default, aten._upsample_bicubic2d_aa.vec}
+_GRID_SAMPLERS = {aten.grid_sampler_2d.default, aten.grid_sampler_3d.default}  # interpolation_mode 2: bicubic
 # routing ops whose tensor inputs after the first are positions (integer or bool), not values
 _INDEXED_ROUTING = {aten.index.Tensor, aten.index_select.default, aten.gather.default}
 
@@ -116,8 +119,10 @@ def nonneg(graph: fx.Graph, acts: set[fx.Node], groups: dict[fx.Node, str]) -> s
             if node.args[0] in found:
                 found.add(node)
         elif groups.get(node) in _NONNEG_IF_ALL_INPUTS:
-            if node.target is aten.sub.Tensor:
+            if node.target is aten.sub.Tensor or node.target in _BICUBIC:
                 continue
+            if node.target in _GRID_SAMPLERS and (len(node.args) < 3 or node.args[2] != 0 and node.args[2] != 1):
+                continue  # bilinear (0) and nearest (1) take convex combinations; bicubic (2) need not
             values = [n for n in node.all_input_nodes if not _is_position(node, n)]
             if values and all(n in found for n in values) and _value_arguments_nonneg(node):
                 found.add(node)

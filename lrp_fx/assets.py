@@ -119,13 +119,28 @@ def load_image(name_or_path: str | Path) -> Image.Image:
     path = Path(name_or_path).expanduser()
     if path.is_file():
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return _eight_bit(img).convert("RGB")
     name = str(name_or_path)
     if name in PHOTOS:
         return load_photo(name)
     if path.exists():
         raise FileNotFoundError(f"not an image file: {str(path)!r}")
     raise FileNotFoundError(f"image file not found: {name!r} (bundled photos: {', '.join(PHOTOS)})")
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """16-bit and 32-bit greyscale (PIL modes ``I;16``, ``I``, ``F``; medical and microscopy PNGs/TIFFs) scaled to
+    8 bits: ``convert("RGB")`` clips them at 255, which turns a 16-bit image white."""
+    import numpy as np
+    from PIL import Image
+
+    if not (img.mode.startswith("I") or img.mode == "F"):
+        return img
+    a = np.asarray(img, dtype=np.float64)
+    top = 1.0 if img.mode == "F" and a.max() <= 1.0 else 255.0 if a.max() <= 255 else 65535.0
+    if a.min() < 0 or a.max() > 65535:  # no known range: stretch what is there
+        a, top = a - a.min(), max(a.max() - a.min(), 1e-12)
+    return Image.fromarray(np.clip(np.round(a * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
 
 
 def resize_center_crop(

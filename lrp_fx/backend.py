@@ -781,7 +781,8 @@ class LRPBackend:
         self._half_composite = resolve(
             composite, overrides, precision_defaults(composite, rule_params, set(HALF_PRECISION))
         )
-        self.options = Options(strict=strict, memory_budget=memory_budget, seed_mode="tensor")
+        self._strict, self._memory_budget = strict, memory_budget
+        Options(strict=strict, memory_budget=memory_budget, kernels="auto")  # bad values fail here, not per graph
         self.inductor = inductor
         self.reuse_weights = reuse_weights
         self.fold_bmm = fold_bmm
@@ -792,6 +793,11 @@ class LRPBackend:
         self._pending_breaks: list[str] = []
         self._pending_eager: Counter[str] = Counter()
         self.reset_counters()
+
+    @property
+    def options(self) -> Options:
+        """Built per graph: ``$LRP_FX_KERNELS`` is read (and checked) when a graph is compiled, not at import."""
+        return Options(strict=self._strict, memory_budget=self._memory_budget, seed_mode="tensor")
 
     def reset_counters(self) -> None:
         self.graphs = 0

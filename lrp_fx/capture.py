@@ -78,8 +78,19 @@ def select_output(out: Any, select: OutputSelector) -> torch.Tensor:
                 f"output={select!r} selects from a dict, tuple or model output, but the model returns one tensor: "
                 "leave output unset (or pass a callable, e.g. output=lambda out: out[:, 0])"
             )
+        if isinstance(select, str) and (isinstance(out, dict) or hasattr(out, "keys")):
+            if select not in out.keys():
+                keys = ", ".join(repr(k) for k in out.keys())
+                raise CaptureError(f"output={select!r} is not a key of the model's output; its keys: {keys}")
+            return out[select]
         if isinstance(select, str):
-            return out[select] if isinstance(out, dict) or hasattr(out, "keys") else getattr(out, select)
+            if not hasattr(out, select):
+                raise CaptureError(f"output={select!r}: the model's output ({type(out).__name__}) has no such field")
+            return getattr(out, select)
+        if isinstance(out, (tuple, list)) and isinstance(select, int) and not -len(out) <= select < len(out):
+            raise CaptureError(
+                f"output={select!r} is out of range: the model returns {type(out).__name__} of {len(out)} entries"
+            )
         return out[select]
     while not isinstance(out, torch.Tensor):
         if hasattr(out, "keys"):
@@ -145,13 +156,31 @@ def _strip(name: str) -> str:
     return name[len("model.") :] if name.startswith("model.") else ("" if name == "model" else name)
 
 
+def is_higher_order(op: Any) -> bool:
+    """A higher-order operator (``torch.cond``, ``while_loop``, ``map``, ``flex_attention``): it runs subgraphs, so
+    no rule of one op can say where relevance goes inside them. By class name: its class is private."""
+    return any(c.__name__ == "HigherOrderOperator" for c in type(op).__mro__)
+
+
+def _subgraph_error(model: nn.Module, nodes: list[fx.Node]) -> CaptureError:
+    """``torch.cond``, ``while_loop``, ``map`` or ``flex_attention`` captured as an op that runs subgraphs."""
+    found = "; ".join(f"{n.target} at {user_frame(n)}" for n in nodes[:3])
+    return CaptureError(
+        f"{type(model).__name__} uses an operator that runs subgraphs ({found}): lrp_fx needs one straight-line "
+        "graph, and no rule can say how relevance crosses a branch chosen at run time. What to try: compute both "
+        "branches and pick one with torch.where (relevance follows the values picked), unroll the loop, or use "
+        "F.scaled_dot_product_attention in place of flex_attention."
+    )
+
+
 def _explain_failure(model: nn.Module, err: Exception) -> CaptureError:
     text = str(err).strip().splitlines()
     quoted = "\n    ".join(text[:12])
     return CaptureError(
         f"torch.export could not capture {type(model).__name__}:\n    {type(err).__name__}: {quoted}\n"
         "What to try: check that the inputs match what the model's forward expects (shapes, dtypes, argument "
-        "names); move data-dependent Python control flow out of forward or express it with torch.cond; wrap "
+        "names); move data-dependent Python control flow out of forward (compute both branches and pick one with "
+        "torch.where); wrap "
         "non-tensor outputs with output=...; for Hugging Face models pass use_cache=False and return_dict=True. "
         "See https://pytorch.org/docs/stable/export.html for what torch.export supports."
     )
@@ -199,6 +228,9 @@ def capture(
             table.pop(op, None)
         ep = ep.run_decompositions(table)
     gm = ep.graph_module
+    subgraph_ops = [n for n in gm.graph.nodes if n.op == "call_function" and is_higher_order(n.target)]
+    if subgraph_ops:
+        raise _subgraph_error(model, subgraph_ops)
     leaves, in_spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
     sources: list[Source] = []
     user_index = 0
@@ -284,7 +316,8 @@ def user_frame(node: fx.Node) -> str:
     """The user-code source line that produced ``node`` (last frame of its stack trace), or ``"<unknown>"``."""
     trace = node.meta.get("stack_trace") or ""
     lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip()]
-    frames = [i for i, ln in enumerate(lines) if ln.startswith("File ")]
+    # frames of code torch generated (a traced subgraph's ``<eval_with_key>``) are not what the user wrote
+    frames = [i for i, ln in enumerate(lines) if ln.startswith("File ") and not ln.startswith('File "<eval_with_key>')]
     if not frames:
         return "<unknown>"
     last = frames[-1]

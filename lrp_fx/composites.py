@@ -38,6 +38,10 @@ class Composite:
     first_layer: Rule | None = None
     overrides: tuple[tuple[Any, Rule], ...] = field(default_factory=tuple)
 
+    def __post_init__(self) -> None:
+        for pattern, rule in self.overrides:
+            _check_override(pattern, rule)
+
     def with_overrides(self, overrides: Mapping[Any, Rule]) -> Composite:
         """A copy where ``{module name glob or module type: rule}`` take precedence (first match wins)."""
         return Composite(self.name, self.groups, self.first_layer, tuple(overrides.items()) + self.overrides)
@@ -58,14 +62,49 @@ class Composite:
         return op_rule.default
 
 
+def _check_override(pattern: Any, rule: Any) -> None:
+    """An override that could never apply is a mistake to report, not to skip node by node."""
+    if not isinstance(pattern, (str, type)):
+        raise TypeError(
+            f"override key {pattern!r}: a module's qualified name (a glob pattern, e.g. 'features.0' or 'layer*') "
+            f"or a module type (e.g. torch.nn.Linear), not a {type(pattern).__name__}"
+        )
+    if not isinstance(rule, Rule):
+        hint = f" (did you mean {rule.__name__}()?)" if isinstance(rule, type) and issubclass(rule, Rule) else ""
+        raise TypeError(
+            f"override {pattern!r}: {rule!r} is not a rule object{hint}; use one from lrp_fx.rules, "
+            "e.g. lrp_fx.rules.Epsilon(0.25)"
+        )
+
+
 def _type_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _type_names(cls: type) -> set[str]:
+    """The qualified names of ``cls`` and of every subclass defined so far: the graph's module stacks name types by
+    string, and an override by type matches as ``isinstance`` does (a LoRA or weight-normed ``nn.Linear`` subclass,
+    timm's ``Conv2dSame``)."""
+    found, todo = set(), [cls]
+    while todo:
+        c = todo.pop()
+        name = _type_name(c)
+        if name not in found:
+            found.add(name)
+            todo.extend(c.__subclasses__())
+    return found
+
+
+def _is_of_type(t: Any, names: set[str], pattern: type) -> bool:
+    return issubclass(t, pattern) if isinstance(t, type) else t in names
+
+
 def _matches(pattern: Any, stack: list[tuple[str, str]]) -> bool:
-    """A module type matches any module of that type around the node; a name glob any enclosing module's name."""
+    """A module type matches any module of that type (or a subclass) around the node; a name glob any enclosing
+    module's name."""
     if isinstance(pattern, type):
-        return any(t == _type_name(pattern) for _, t in stack)
+        names = _type_names(pattern)
+        return any(_is_of_type(t, names, pattern) for _, t in stack)
     return any(fnmatch.fnmatchcase(name, pattern) for name, _ in stack)
 
 
@@ -80,11 +119,11 @@ def unmatched_overrides(composite: Composite, model: nn.Module) -> list[Any]:
 
 def _unmatched(composite: Composite, names: list[str], types: set[Any]) -> list[Any]:
     """``types``: module classes or their qualified names (``nn_module_stack`` keeps either, by torch version)."""
-    type_names = {t if isinstance(t, str) else _type_name(t) for t in types}
     unmatched = []
     for pattern, _ in composite.overrides:
         if isinstance(pattern, type):
-            found = _type_name(pattern) in type_names
+            subtypes = _type_names(pattern)
+            found = any(_is_of_type(t, subtypes, pattern) for t in types)
         else:
             found = isinstance(pattern, str) and any(fnmatch.fnmatchcase(name, pattern) for name in names)
         if not found and pattern not in unmatched:
@@ -144,9 +183,10 @@ def _base(stabilizer: float) -> dict[str, Rule]:
 
 
 def preset(name: str, **params: Any) -> Composite:
-    """A named preset. Parameters (Zennit's names): ``epsilon`` (dense layers, default 1e-6), ``stabilizer``
-    (other rules, 1e-6), ``gamma`` (``epsilon_gamma_box``: 0.25; ``attnlrp``/``cplrp``: given, the gamma rule
-    replaces epsilon on linear layers and convolutions, the AttnLRP paper's choice for vision transformers),
+    """A named preset. Parameters (Zennit's names): ``epsilon`` (dense layers and products of two matrices: ``bmm``,
+    ``einsum``, attention; default 1e-6), ``stabilizer`` (other rules, 1e-6), ``gamma`` (``epsilon_gamma_box``: 0.25;
+    ``attnlrp``/``cplrp``: given, the gamma rule replaces epsilon on linear layers and convolutions, the AttnLRP
+    paper's choice for vision transformers),
     ``low``/``high`` (for ``epsilon_gamma_box``; required unless
     ``reference`` is given), ``reference`` (any CNN preset: the first layer gets the reference-point rule
     ``Reference(reference, stabilizer)`` instead of its own; a float, a tensor or a callable ``input -> reference``,
@@ -162,6 +202,9 @@ def preset(name: str, **params: Any) -> Composite:
     stab = params.get("stabilizer", 1e-6)
     dense = Epsilon(eps)
     groups = _base(stab)
+    # products of two matrices (bmm, einsum, attention) are dense layers where one factor is constant, and the
+    # epsilon rule split evenly where both are activations: they take the dense layers' epsilon in every preset
+    groups.update(matmul=Epsilon(eps), attention=Epsilon(eps))
     first = None
     if name == "epsilon":
         groups.update(conv=Epsilon(eps), linear=dense)
@@ -183,8 +226,7 @@ def preset(name: str, **params: Any) -> Composite:
         # the AttnLRP paper's option for vision transformers: the gamma rule on linear layers and convolutions
         dense = Gamma(params["gamma"], stab)
     if name == "attnlrp":  # AttnLRP (Achtibat et al. 2024); see docs/transformers.md
-        # products of two activations: Epsilon(eps) splits uniformly (as UniformProduct, whose eps is fixed at 1e-6)
-        groups.update(conv=dense, linear=dense, matmul=Epsilon(eps), attention=Epsilon(eps))
+        groups.update(conv=dense, linear=dense)
         groups.update(softmax=Taylor(), mul=UniformProduct(), layernorm=Epsilon(eps))
     elif name == "cplrp":  # CP-LRP (Ali et al. 2022): attention probabilities are constants
         groups.update(conv=dense, linear=dense, matmul=ConstantAttention(eps), attention=ConstantAttention(eps))

@@ -40,8 +40,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .api import _UNBOUND, function_reads
-from .composites import Composite, resolve
+from .api import _UNBOUND, _float_dtypes, function_reads
+from .composites import Composite, precision_defaults, resolve
 from .errors import InputError
 
 __all__ = ["DatasetAttribution", "attribute_dataset", "load_relevance", "iter_shards", "local_device"]
@@ -563,7 +563,7 @@ class _ShardWriter:
     def write(self, digest: str) -> dict[str, Any]:
         from safetensors.torch import save
 
-        tensors = {k: torch.cat(v) for k, v in self.parts.items()}
+        tensors = {k: _cat_padded(v) for k, v in self.parts.items()}
         header = {
             "format": FORMAT,
             "config_hash": self.config_hash,
@@ -653,7 +653,9 @@ def attribute_dataset(
     out = Path(out_dir)
     inputs_fn = inputs if inputs is not None else _default_inputs
     dev = torch.device(device) if device is not None else _model_device(model)
-    comp = resolve(composite, overrides, dict(rule_params))
+    # the configuration's record (resume checks it): a preset on a half-precision model takes the half-precision
+    # stabilisers, as attribute gives it per batch below (from the model's and the batch's dtypes)
+    comp = resolve(composite, overrides, precision_defaults(composite, dict(rule_params), _float_dtypes(model, [])))
     config = _config(model, comp, target, batches_per_shard, output, save_output, inputs)
     config_hash = _config_hash(config)
     dist = _distributed(dev)
@@ -678,10 +680,12 @@ def attribute_dataset(
                 model,
                 _to_device(x, dev),
                 target=t,
-                composite=comp,
+                composite=composite,
+                overrides=overrides,
                 output=output,
                 strict=strict,
                 memory_budget=memory_budget,
+                **rule_params,
             )
             tensors = {f"relevance{k}": r for k, r in _leaves(res.relevance) if isinstance(r, Tensor)}
             if save_output:
@@ -856,4 +860,21 @@ def load_relevance(path: str | Path, keys: Sequence[str] | None = None) -> dict[
     for tensors in iter_shards(path, keys):
         for k, t in tensors.items():
             parts.setdefault(k, []).append(t)
-    return {k: torch.cat(v) for k, v in parts.items()}
+    return {k: _cat_padded(v) for k, v in parts.items()}
+
+
+def _cat_padded(parts: list[Tensor]) -> Tensor:
+    """Concatenate along the samples; parts that differ beyond it (text batches padded each to its own longest
+    sequence) are right-padded with zeros to the largest size first, as if the whole set had been padded at once:
+    the relevance of a padding token is zero."""
+    sizes = {tuple(t.shape[1:]) for t in parts}
+    if len(sizes) <= 1:
+        return torch.cat(parts)
+    if len({len(size) for size in sizes}) != 1:
+        raise InputError(f"batches with different numbers of dimensions cannot be stored together: {sorted(sizes)}")
+    largest = [max(dims) for dims in zip(*sizes)]
+    padded = []
+    for t in parts:
+        pad = [p for d in reversed(range(1, t.dim())) for p in (0, largest[d - 1] - t.shape[d])]
+        padded.append(torch.nn.functional.pad(t, pad))
+    return torch.cat(padded)

@@ -293,7 +293,7 @@ def export(
     floating input and of each token-id input that feeds an embedding, in input order...)``, as ``attribute``
     returns them. Dimension 0 (the batch) of every input whose dimension 0 equals the first floating input's (or
     the first input's) is dynamic, and so is the seed's. Parameters and buffers are the program's own
-    (``prog.state_dict``).
+    (``prog.state_dict``: copies taken at export, so training the model further does not change the program).
 
     ``composite``, ``overrides``, ``strict``, ``memory_budget`` and ``**rule_params`` are ``attribute``'s.
     ``reuse_weights`` (default on): the values that depend on parameters only (batch norms folded into convolutions,
@@ -310,6 +310,13 @@ def export(
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    attribute_only = sorted({"param_relevance", "modules", "track_absorbed", "target"} & set(rule_params))
+    if attribute_only:  # they would otherwise read as unknown rule parameters of the composite
+        raise InputError(
+            f"{', '.join(attribute_only)}: not available in an exported program, whose inputs are the model's inputs "
+            "and the output relevance (the target, as a seed tensor) and whose outputs are the output and the input "
+            "relevance; use lrp_fx.attribute for parameter or module relevance and absorbed shares"
+        )
     args, kwargs = _split_inputs(example_inputs)
     leaves, in_spec = pytree.tree_flatten((args, kwargs))
     tensors = [i for i, leaf in enumerate(leaves) if isinstance(leaf, Tensor)]
@@ -362,7 +369,20 @@ def export(
                     f"could not export the attribution program of {type(model).__name__} with a dynamic batch "
                     f"dimension: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
                 ) from err
+    _own_tensors(prog, model)
     return prog
+
+
+def _own_tensors(prog: torch.export.ExportedProgram, model: nn.Module) -> None:
+    """Copy the parameters and buffers the program shares with ``model``: its hoisted weights are computed from them
+    at export, so a later optimizer step on the model would change the program's forward but not those, and its
+    relevance would belong to neither model."""
+    shared = {id(t) for t in (*model.parameters(), *model.buffers())}
+    for table in (prog.state_dict, prog.constants):
+        for name, t in list(table.items()):
+            if isinstance(t, Tensor) and id(t) in shared:
+                copy = t.detach().clone()
+                table[name] = nn.Parameter(copy, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else copy
 
 
 def _keyword_names_ok(keys: list[Any], positional: list[str]) -> bool:

@@ -170,6 +170,18 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
 
 def _load_weights(model: torch.nn.Module, path: str | Path) -> None:
     state = load_state_dict(path)
+    own = model.state_dict()
+    wrong = [k for k, v in state.items() if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
+    if wrong:  # the commonest case: a fine-tuned classifier head with another number of classes
+        key = wrong[0]
+        got, want = tuple(state[key].shape), tuple(own[key].shape)
+        hint = ""
+        if len(got) >= 1 and len(want) >= 1 and got[1:] == want[1:] and got[0] != want[0]:
+            hint = f"; if that is the classifier head, pass --model-arg num_classes={got[0]}"
+        raise LoadError(
+            f"weights {str(path)!r} do not fit the model: {len(wrong)} tensor(s) of another shape, e.g. {key!r} "
+            f"is {list(got)} in the file and {list(want)} in the model{hint}"
+        )
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         parts = []

@@ -177,13 +177,38 @@ def prepare(captured: Captured) -> dict[str, int]:
 
 
 # -- rewrites --------------------------------------------------------------------------------------------------------
+def _one_matrix(graph: fx.Graph, w: fx.Node) -> fx.Node | None:
+    """The ``[K, N]`` matrix a constant ``bmm`` operand ``[B, K, N]`` holds for every batch entry: its only entry
+    (``B == 1``, as ``torch.einsum`` with a weight captures) or the matrix it expands (``W.expand(B, K, N)``)."""
+    val = _val(w)
+    if val is None or val.dim() != 3:
+        return None
+    if w.op == "call_function" and w.target is aten.expand.default:
+        src = w.args[0]
+        sval = _val(src)
+        if sval is not None and (sval.dim() == 2 or (sval.dim() == 3 and sval.shape[0] == 1)):
+            return src if sval.dim() == 2 else _call(graph, aten.select.int, (src, 0, 0))
+    if isinstance(val.shape[0], int) and val.shape[0] == 1:
+        return _call(graph, aten.select.int, (w, 0, 0))
+    return None
+
+
 def matmul_to_linear(gm: fx.GraphModule, dependent: set[fx.Node]) -> int:
     graph = gm.graph
     done = 0
     for node in list(graph.nodes):
-        if node.op != "call_function" or node.target not in (aten.mm.default, aten.addmm.default):
+        if node.op != "call_function" or node.target not in (aten.mm.default, aten.addmm.default, aten.bmm.default):
             continue
-        if node.target is aten.mm.default:
+        if node.target is aten.bmm.default:  # a dense layer written as einsum or as a bmm with an expanded weight
+            x, w = node.args[:2]
+            if x not in dependent or w in dependent:
+                continue
+            with graph.inserting_before(node):
+                w = _one_matrix(graph, w)
+            if w is None:
+                continue
+            b = None
+        elif node.target is aten.mm.default:
             x, w = node.args[:2]
             b = None
         else:

@@ -9,6 +9,7 @@ Inductor or exported, and needs nothing from lrp_fx to run.
 
 from __future__ import annotations
 
+import difflib
 import operator
 import os
 import time
@@ -53,6 +54,10 @@ class Options:
     reuse_weights: bool = True  # hoist parameter-only values (folded / modified weights) and cache them (hoist.py)
 
     def __post_init__(self) -> None:  # every entry point (attribute, export, the compile backend) builds one
+        if self.kernels not in ("auto", "off", "all"):  # "OFF" or "0" read as anything else would turn them on
+            raise InputError(
+                f"LRP_FX_KERNELS must be 'auto' (Triton kernels for CUDA tensors), 'off' or 'all', got {self.kernels!r}"
+            )
         bad = [m for m in self.modules if not isinstance(m, str)]
         if bad:
             raise InputError(
@@ -203,6 +208,44 @@ def feed(captured: Captured, model: torch.nn.Module, leaves: list[Any]) -> list[
     return out
 
 
+def _maps_zero_to_zero(node: fx.Node) -> bool:
+    """``f(0) = 0`` for this call: ``hardtanh(0) = clamp(0, min_val, max_val)`` is 0 only for ``min_val <= 0 <=
+    max_val`` (``hardtanh(x, 0.5, 2)`` maps 0 to 0.5); the other zero-preserving activations are, whatever their
+    parameters."""
+    if node.target is not torch.ops.aten.hardtanh.default:
+        return True
+    low = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
+    high = node.args[2] if len(node.args) > 2 else node.kwargs.get("max_val", 1.0)
+    return low <= 0 <= high
+
+
+def _unknown_module(module: str, live: list[fx.Node]) -> str:
+    """``modules=[module]`` names no module relevance passes through: suggest the names it does pass through."""
+    names = list(dict.fromkeys(e[0] for n in live for e in (n.meta.get("nn_module_stack") or {}).values() if e[0]))
+    close = difflib.get_close_matches(module, names, n=3)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    sample = ", ".join(repr(n) for n in names[:: max(1, len(names) // 6)][:6]) or "(none: the model has no submodules)"
+    return (
+        f"no live node comes from module {module!r} (unknown, or relevance does not pass through it); {hint}"
+        f"modules are named by their qualified names (model.named_modules()), e.g. {sample}"
+    )
+
+
+def _several_outputs(name: str, leaving: list[fx.Node]) -> str:
+    """Why ``modules=[name]`` has no one answer, and the submodules (if any) that compute each output."""
+    module = name.rpartition("@")[0] if "@" in name else name
+    parts = []
+    for n in leaving:
+        inner = [entry[0] for entry in (n.meta.get("nn_module_stack") or {}).values()]
+        deeper = [m for m in inner if m.startswith(f"{module}.")] if module else [m for m in inner if m]
+        shape = tuple(n.meta["val"].shape) if isinstance(n.meta.get("val"), Tensor) else "?"
+        parts.append(f"{n.name} {list(shape)}" + (f" from {deeper[0]!r}" if deeper else ""))
+    return (
+        f"module {name!r} passes {len(leaving)} tensors on to the rest of the model ({'; '.join(parts)}), so its "
+        "output relevance is not one tensor; ask for a submodule that computes one of them, or return one tensor"
+    )
+
+
 class ProgramBuilder:
     """Assign rules, trace forward + relevance, plan promises (see module docstring)."""
 
@@ -263,7 +306,7 @@ class ProgramBuilder:
         if op_rule is None:
             return "none"
         if isinstance(rule, Pass) and op_rule.group == "activation":
-            return "follows" if node.target in ZERO_PRESERVING else "none"
+            return "follows" if node.target in ZERO_PRESERVING and _maps_zero_to_zero(node) else "none"
         if op_rule.group in ("batchnorm", "layernorm", "mul", "div"):
             return "none"
         return rule.support
@@ -280,7 +323,7 @@ class ProgramBuilder:
             module, call = (base, int(k)) if base and k.isdigit() else (name, None)
             calls = self._module_calls(module)
             if not calls:
-                raise RuleError(f"no live node comes from module {module!r}; module names look like 'layer1.0.conv1'")
+                raise RuleError(_unknown_module(module, self.live))
             if call is None and len(calls) > 1:
                 options = ", ".join(f"'{module}@{i}'" for i in sorted(calls))
                 raise RuleError(
@@ -296,6 +339,8 @@ class ProgramBuilder:
                 for n in inside
                 if any(u not in members or u.op == "output" for u in n.users if u in live or u.op == "output")
             ]
+            if len(leaving) > 1:  # a tuple or dict output (an LSTM's output and state used both)
+                raise RuleError(_several_outputs(name, leaving))
             found[name] = leaving[-1]
         return found
 

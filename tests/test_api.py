@@ -205,8 +205,32 @@ def test_data_dependent_control_flow_is_explained():
         def forward(self, x):
             return x * 2 if x.sum() > 0 else x
 
-    with pytest.raises(lrp_fx.CaptureError, match="What to try"):
+    with pytest.raises(lrp_fx.CaptureError, match="What to try.*torch.where"):
         lrp_fx.attribute(Branchy(), torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_torch_cond_is_a_capture_error_naming_the_users_line(strict):
+    """``torch.cond`` captures as an op that runs subgraphs: no rule (and no gradient fallback, which crashed with a
+    KeyError) can take it; the error names the line and says what to do instead."""
+
+    class Cond(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f, self.g = nn.Linear(4, 2), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return torch.cond(x.sum() > 0, lambda t: self.f(t), lambda t: self.g(t), (x,))
+
+    with pytest.raises(lrp_fx.CaptureError, match=r"runs subgraphs \(cond at .*test_api.py.*torch.where"):
+        lrp_fx.attribute(Cond(), torch.randn(2, 4), target=0, strict=strict)
+
+
+@pytest.mark.parametrize("op", [torch.ops.cond, torch.ops.higher_order.cond, 3])
+def test_register_rule_refuses_what_is_not_an_op(op):
+    """``torch.ops.cond`` is an (empty) namespace: registering it was accepted and did nothing."""
+    with pytest.raises(TypeError, match="not an op|runs subgraphs"):
+        lrp_fx.register_rule(op, group="g", accepts=(lrp_fx.rules.Pass,), default=lrp_fx.rules.Pass())
 
 
 class Cumulative(nn.Module):
@@ -263,6 +287,41 @@ def test_module_relevance_and_overrides(cnn):
     torch.testing.assert_close(again.modules["2"], ref.modules["2"])
 
 
+def test_module_relevance_of_a_module_with_several_outputs_is_an_error():
+    """``modules=["lstm"]`` where the LSTM's output and its last state are both used: one tensor would stand for one
+    part (it was the last state's, silently); the error names the parts. Asking for one part's module works."""
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 3), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.a(x), self.b(x)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm, self.two, self.head = nn.LSTM(4, 4, batch_first=True), Two(), nn.Linear(4, 2)
+
+        def forward(self, x):
+            out, (h, _) = self.lstm(x)
+            a, b = self.two(out.mean(1))
+            return self.head(torch.cat([a + b, h[0, :, :1]], -1))
+
+    model, x = Model().eval(), torch.randn(2, 5, 4)
+    for name in ("lstm", "two"):
+        with pytest.raises(lrp_fx.RuleError, match=rf"module '{name}' passes 2 tensors on"):
+            lrp_fx.attribute(model, x, target=0, modules=[name])
+    res = lrp_fx.attribute(model, x, target=0, modules=["two.a"])
+    assert res.modules["two.a"].shape == (2, 3)
+
+
+def test_unknown_module_name_suggests_the_models_names(cnn):
+    with pytest.raises(lrp_fx.RuleError, match=r"did you mean '4'.*named_modules"):
+        lrp_fx.attribute(cnn, x_batch(), target=0, modules=["4x"])
+
+
 def test_dict_and_tuple_outputs_with_selector():
     class TwoHeads(nn.Module):
         def __init__(self):
@@ -280,6 +339,17 @@ def test_dict_and_tuple_outputs_with_selector():
     aux = lrp_fx.attribute(model, x, target=1, composite="epsilon", output="aux")
     assert aux.output.shape == (2, 2)
     torch.testing.assert_close(aux.output, model(x)["aux"])
+    with pytest.raises(lrp_fx.CaptureError, match=r"output='aux_logits' is not a key.*'logits', 'aux'"):
+        lrp_fx.attribute(model, x, target=1, output="aux_logits")
+
+
+def test_output_index_out_of_range_says_how_many_outputs_there_are():
+    class Pair(nn.Module):
+        def forward(self, x):
+            return x * 2, x + 1
+
+    with pytest.raises(lrp_fx.CaptureError, match="out of range: the model returns tuple of 2 entries"):
+        lrp_fx.attribute(Pair(), torch.randn(2, 3), target=0, output=2)
 
 
 def test_unknown_preset_and_parameter():
@@ -485,3 +555,11 @@ def test_bad_options_are_errors_that_say_what_to_pass():
         lrp_fx.attribute(model, x, composite="epsilon_gamma_box", low=1.0, high=-1.0)
     empty = lrp_fx.attribute(model, torch.randn(0, 3), target=[])  # an empty batch's targets
     assert empty.relevance.shape == (0, 3)
+
+
+@pytest.mark.parametrize("value", ["OFF", "0", "false", "none"])
+def test_a_misspelt_kernels_setting_is_an_error(value, monkeypatch):
+    """Any value but 'auto'/'off' used to act as 'all' (the slower fused linear kernels on CUDA)."""
+    monkeypatch.setenv("LRP_FX_KERNELS", value)
+    with pytest.raises(lrp_fx.InputError, match="LRP_FX_KERNELS must be 'auto'"):
+        lrp_fx.attribute(nn.Linear(3, 2), torch.randn(1, 3), target=0)

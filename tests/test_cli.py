@@ -412,6 +412,19 @@ def test_explain_weights_that_do_not_fit(tmp_path, capsys):
     assert "do not fit the model" in line and "missing" in line and "unexpected" in line
 
 
+def test_explain_weights_with_another_number_of_classes_suggest_num_classes(tmp_path, capsys):
+    """A head fine-tuned to 3 classes, loaded into the 1000-class constructor: the message says what to pass."""
+    import torchvision
+
+    model = torchvision.models.resnet18(num_classes=3)
+    weights = tmp_path / "r18.pt"
+    torch.save(model.state_dict(), weights)
+    assert cli.main(["explain", "resnet18", "chelsea", "--size", "32", "--weights", str(weights)]) == 2
+    (line,) = _error_lines(capsys)
+    assert "'fc.weight' is [3, 512] in the file and [1000, 512] in the model" in line
+    assert "--model-arg num_classes=3" in line
+
+
 @pytest.mark.skipif(_ATTRIBUTE is None, reason=_WHY_NO_CORE)
 def test_explain_unsupported_op_is_one_line(cumsum_spec, tmp_path, capsys):
     argv = ["explain", cumsum_spec, "chelsea", "--size", "16", "--out", str(tmp_path)]

@@ -150,6 +150,48 @@ def test_dict_batches_of_token_ids(tmp_path):
     assert torch.equal(loaded["relevance.input_ids"][:2], expected)
 
 
+@pytest.mark.parametrize("batches_per_shard", [1, 2])
+def test_text_batches_padded_each_to_its_own_length(tmp_path, batches_per_shard):
+    """A Hugging Face collator pads each batch to its longest text: shards and ``load_relevance`` pad with zeros to
+    the longest (a ``torch.cat`` size error lost the shard before), each sample's values as ``attribute`` gives."""
+
+    class Text(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.head = nn.Embedding(20, 8), nn.Linear(8, 3)
+
+        def forward(self, input_ids, attention_mask):
+            return self.head((self.emb(input_ids) * attention_mask[..., None]).sum(1))
+
+    torch.manual_seed(0)
+    text = Text().eval()
+    batches = [
+        {"input_ids": torch.randint(0, 20, (n, length)), "attention_mask": torch.ones(n, length)}
+        for n, length in ((3, 6), (3, 7), (1, 3))
+    ]
+    loaded = _run(text, tmp_path, batches, batches_per_shard=batches_per_shard).load()
+    rel = loaded["relevance.attention_mask"]
+    assert rel.shape == (7, 7)
+    row = 0
+    for b in batches:
+        expected = lrp_fx.attribute(text, b).relevance["attention_mask"]
+        n, length = expected.shape
+        assert torch.equal(rel[row : row + n, :length], expected)
+        assert not rel[row : row + n, length:].any()
+        row += n
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_models_get_attributes_defaults(tmp_path, dtype):
+    """``attribute`` gives a half-precision model 1e-2 stabilisers; the dataset run used 1e-6 (24-29 % apart)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).to(dtype).eval()
+    x = torch.randn(8, 6, dtype=dtype)
+    loaded = _run(net, tmp_path, [x[:4], x[4:]], composite="epsilon").load()
+    expected = torch.cat([lrp_fx.attribute(net, b, composite="epsilon").relevance for b in (x[:4], x[4:])])
+    assert torch.equal(loaded["relevance"], expected)
+
+
 # ------------------------------------------------------------------------------------------------------- resume
 def test_resume_after_crash_mid_shard(model, reference, tmp_path):
     ref_out, _, ref_loaded = reference

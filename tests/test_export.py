@@ -59,6 +59,28 @@ def test_signature_and_baked_parameters(exported):
     assert not any("lrp_fx" in op for op in ops), ops
 
 
+def test_training_the_model_after_export_does_not_change_the_program():
+    """The program's parameters were the model's own tensors, its hoisted weights copies: after one more optimizer
+    step its output followed the new model and its relevance neither model."""
+    torch.manual_seed(1)
+    model = _cnn()
+    x, seed = torch.randn(3, 3, 12, 12), torch.randn(3, 5)
+    before = lrp_fx.attribute(model, x, target=seed, composite="epsilon_plus_flat")
+    prog = lrp_fx.export(model, torch.randn(2, 3, 12, 12), composite="epsilon_plus_flat")
+    assert not any(t is model[0].weight for t in prog.state_dict.values())
+    with torch.no_grad():
+        model[4].weight.add_(0.3 * torch.randn_like(model[4].weight))
+    out, rel = prog.module()(x, seed)
+    torch.testing.assert_close(out, before.output)
+    _close(rel, before.relevance)
+
+
+@pytest.mark.parametrize("option", ["param_relevance", "modules", "track_absorbed", "target"])
+def test_attribute_only_options_are_named_as_such(option):
+    with pytest.raises(lrp_fx.InputError, match=f"{option}: not available in an exported program"):
+        lrp_fx.export(_cnn(), torch.randn(2, 3, 12, 12), **{option: True})
+
+
 @pytest.mark.parametrize("batch", [1, 3, 7])
 def test_dynamic_batch_matches_attribute(exported, batch):
     model, prog = exported

@@ -178,3 +178,27 @@ def test_compile_backend_and_export_plan_the_same_recomputations():
     exported = lrp_fx.export(model, x, composite=preset, memory_budget=0)
     out = exported.module()(x, seed)
     torch.testing.assert_close(out[1], eager.relevance, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("rule", [lrp_fx.rules.Epsilon(), lrp_fx.rules.Gamma(0.25)])
+def test_hardtanh_that_moves_zero_does_not_let_a_relu_stand_for_the_layer_output(rule):
+    """A rule that reads its layer's output only where relevance flows may be served the following ReLU's output
+    (equal there) when relevance provably vanishes where that ReLU is 0. ``hardtanh(x, 0.5, 1)`` maps 0 to 0.5, so
+    relevance does reach the zeros: the result must equal the same model written with ``clamp`` (no such proof)."""
+
+    class Model(nn.Module):
+        def __init__(self, clamp: bool):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv, self.head, self.clamp = nn.Conv2d(2, 3, 3, padding=1), nn.Linear(75, 2), clamp
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x))
+            h = h.clamp(0.5, 1.0) if self.clamp else nn.functional.hardtanh(h, 0.5, 1.0)
+            return self.head(h.flatten(1))
+
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    kw = dict(target=0, composite="epsilon", overrides={nn.Conv2d: rule})
+    res = lrp_fx.attribute(Model(False).double(), x, **kw)
+    ref = lrp_fx.attribute(Model(True).double(), x, **kw)
+    torch.testing.assert_close(res.relevance, ref.relevance, rtol=1e-10, atol=1e-12)

@@ -223,3 +223,19 @@ def test_float64_tensors_keep_their_range_and_inf_saturates():
         assert as_tensor[0] > 0 > as_tensor[1]
     out = normalize_relevance(np.array([np.inf, -np.inf, np.nan, 0.5]), percentile=100)
     np.testing.assert_array_equal(out, [1.0, -1.0, 0.0, 1.0])
+
+
+@pytest.mark.parametrize(("dtype", "top"), [(np.uint16, 65535), (np.int32, 65535), (np.float32, 1.0)])
+def test_high_bit_depth_greyscale_images_are_scaled_not_clipped(tmp_path, dtype, top):
+    """A 16-bit PNG (microscopy, X-ray) went through ``convert("RGB")``, which clips at 255: a white image."""
+    from PIL import Image
+
+    from lrp_fx import assets
+
+    ramp = np.tile(np.linspace(0, top, 64), (8, 1)).astype(dtype)
+    path = tmp_path / ("ramp.png" if dtype is np.uint16 else "ramp.tiff")
+    Image.fromarray(ramp).save(path)
+    rgb = np.asarray(assets.load_image(path))
+    assert rgb.shape == (8, 64, 3)
+    expected = np.round(ramp.astype(np.float64) * 255.0 / top)
+    assert np.abs(rgb[..., 0].astype(np.float64) - expected).max() <= 1

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, fx
 
+from .autodiff import vjp
 from .base import Epsilon, Pass, Rule, UniformProduct
 from .call import RuleCall, sum_to, times_finite
 from .registry import aten, register_rule
@@ -160,14 +161,16 @@ def _weights(act_a: bool, act_b: bool) -> tuple[float, float]:
     return (1.0 if act_a else 0.0), (1.0 if act_b else 0.0)
 
 
-MATMUL_OPS = [aten.mm.default, aten.bmm.default, aten.addmm.default, aten.baddbmm.default]
+MATMUL_OPS = [aten.mm.default, aten.bmm.default, aten.addmm.default, aten.baddbmm.default, aten.addbmm.default]
+_WITH_C = (aten.addmm.default, aten.baddbmm.default, aten.addbmm.default)
 
 
 @register_rule(
     MATMUL_OPS, group="matmul", accepts=(UniformProduct, Epsilon, ConstantAttention), default=UniformProduct()
 )
 def matmul(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
-    """``Y = A @ B`` (``mm``, ``bmm``), or ``Y = beta * C + alpha * A @ B`` (``addmm``, ``baddbmm``).
+    """``Y = A @ B`` (``mm``, ``bmm``), or ``Y = beta * C + alpha * A @ B`` (``addmm``, ``baddbmm``; ``addbmm``, whose
+    ``A @ B`` is summed over the batch: ``s`` broadcasts over it).
 
     ``s = R / stab(Y)``; ``R_A = w_A * alpha * A * (s B^T)``, ``R_B = w_B * alpha * B * (A^T s)``,
     ``R_C = beta * C * s``, with ``w = 1/2`` for each of two activation factors (AttnLRP's uniform epsilon split),
@@ -176,7 +179,7 @@ def matmul(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     stabiliser and constant ``C``'s share, both recorded as absorbed.
     """
     node = call.node
-    has_c = node.target in (aten.addmm.default, aten.baddbmm.default)
+    has_c = node.target in _WITH_C
     ia, ib = (1, 2) if has_c else (0, 1)
     an, bn = node.args[ia], node.args[ib]
     act_a, act_b = call.is_activation(an), call.is_activation(bn)
@@ -205,6 +208,25 @@ def matmul(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
             kept = kept + shares[0].sum()
         call.absorb(relevance.sum() - kept)
     return call.assign(shares)
+
+
+@register_rule(aten._trilinear.default, group="matmul", accepts=(UniformProduct, Epsilon), default=UniformProduct())
+def trilinear(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
+    """``Y = sum over sumdim of x1 * x2 * x3`` (``nn.Bilinear``: ``Y_o = x1_i W_oij x2_j``, plus a bias added after).
+
+    The uniform epsilon rule of a product, as for ``A @ B``: ``s = R / stab(Y)``, each of the ``n`` activation factors
+    gets ``R_i = x_i * dot(s, dY/dx_i) / n``. ``Y`` is linear in each factor, so each share sums to ``sum(s Y) / n``:
+    conservative up to the stabiliser (a factor that is one tensor given twice, ``bilinear(x, x)``, gets two shares).
+    """
+    node = call.node
+    positions = [i for i in range(3) if call.is_activation(node.args[i])]
+    values = [call.value(node.args[i]) for i in range(3)]
+    z = call.out(support_only=True)
+    s = relevance / stabilize(z, _eps(call.rule))
+    grads = vjp(lambda *t: node.target(*t, *node.args[3:]), values, s, wrt=positions)
+    if call.track:
+        call.absorb(relevance - s * z)
+    return call.assign({i: values[i] * g / len(positions) for i, g in zip(positions, grads)})
 
 
 def softmax_taylor(x: Tensor, s: Tensor, relevance: Tensor, dim: int) -> Tensor:
@@ -262,6 +284,57 @@ def log_softmax(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     return call.first(r)
 
 
+# ``LRP_FX_KERNELS=auto`` sends attention to the kernel from this many keys on: there the dense rule's [N, N] scores
+# dominate memory, and the kernel was measured 3.1x faster than the dense rule at 4k tokens (H200, docs/gpu.md);
+# shorter sequences (a ViT's 197 tokens) keep the dense rule, whose batched products have not been measured against
+# the kernel's recomputation
+ATTENTION_KERNEL_MIN_KEYS = 1024
+
+
+def _key_padding(mask: Any, batch: int, n_k: int) -> Tensor | None | bool:
+    """A boolean ``attn_mask`` that only masks keys (``[B or 1, 1, 1, Nk]``) as the kernels' ``[B, Nk]``; ``None``
+    without a mask, ``False`` for any other mask (per query, per head or additive: the torch rule serves)."""
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[1:3] != (1, 1):
+        return False
+    return mask[:, 0, 0, :].expand(batch, n_k).contiguous()
+
+
+def _kernel_attention(
+    call: RuleCall, a: dict[str, Any], q: Tensor, k: Tensor, v: Tensor, mask: Any, relevance: Tensor, eps: float
+) -> dict[int, Tensor | None] | None:
+    """The rule through ``kernels.attention_relevance`` (Triton on CUDA: memory linear in the sequence length), or
+    ``None`` where that kernel does not compute this call's rule: bookkeeping (``track_absorbed``), dropout, batch
+    broadcasting, masks other than key padding, and AttnLRP unless ``q``, ``k`` and ``v`` all carry relevance (the
+    kernel splits every product evenly). The kernel computes the same formulas as below (``kernels/attention.py``)."""
+    mode = call.options.kernels
+    if mode == "off" or (mode == "auto" and not q.is_cuda) or call.track or a["dropout_p"]:
+        return None
+    if mode == "auto" and k.shape[-2] < ATTENTION_KERNEL_MIN_KEYS:
+        return None
+    if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape or q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
+        return None  # batch broadcasting, a value size unlike the key size
+    if q.shape[1] % k.shape[1] or not (q.dtype == k.dtype == v.dtype == relevance.dtype):
+        return None
+    act_q, act_k, act_v = (call.is_activation(a[n]) for n in ("query", "key", "value"))
+    if isinstance(call.rule, ConstantAttention):
+        rule, wanted = "cp", act_v
+    else:
+        rule, wanted = "attnlrp", act_q and act_k and act_v
+    padding = _key_padding(mask, q.shape[0], k.shape[-2])
+    if not wanted or padding is False:
+        return None
+    try:
+        import kernels
+    except ImportError:  # Triton missing: the torch rule serves
+        return None
+    r_q, r_k, r_v = kernels.attention_relevance(
+        q, k, v, relevance, rule, bool(a["is_causal"]), padding, a["scale"], eps
+    )
+    return {0: r_q, 1: r_k, 2: r_v} if rule == "attnlrp" else {2: r_v}
+
+
 def _sdpa_args(call: RuleCall) -> dict[str, Any]:
     names = ["query", "key", "value", "attn_mask", "dropout_p", "is_causal"]
     node = call.node
@@ -314,6 +387,9 @@ def attention(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     q, k, v = dense_value(call, qn), dense_value(call, kn), dense_value(call, vn)
     mask = call.value(mn) if isinstance(mn, fx.Node) else mn
     eps = _eps(call.rule)
+    fast = _kernel_attention(call, a, q, k, v, mask, relevance, eps)
+    if fast is not None:
+        return call.assign(fast)
     groups = q.shape[-3] // k.shape[-3] if a["enable_gqa"] and q.dim() >= 3 else 1
     # contiguous once: matmul folds batch and head dimensions, and heads split off a projection
     # ([B, N, H, d].transpose(1, 2)) do not fold, so every product would copy them again

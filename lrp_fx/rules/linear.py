@@ -392,12 +392,16 @@ def average_pool(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
 # output is a convex combination of input values (non-negative weights summing to one, for either ``align_corners``),
 # so these are sums with fixed weights and take the same rules as average pooling. ``nearest`` upsampling is exact
 # routing (``routing.py``), ``area`` captures as adaptive average pooling (above), ``bicubic`` (negative weights) and
-# ``nearest-exact`` decompose into index, multiply and add ops with their own rules.
+# ``nearest-exact`` decompose into index, multiply and add ops with their own rules. Bicubic with antialiasing stays
+# whole: a fixed linear map too (some weights negative, each output's summing to one), it takes the same rules, and
+# ``Norm``'s ``x * J^T (R / stab(z))`` is the epsilon rule of that map.
 UPSAMPLE_OPS = [
     aten.upsample_bilinear2d.vec,
     aten.upsample_bilinear2d.default,
     aten._upsample_bilinear2d_aa.vec,
     aten._upsample_bilinear2d_aa.default,
+    aten._upsample_bicubic2d_aa.vec,
+    aten._upsample_bicubic2d_aa.default,
     aten.upsample_linear1d.vec,
     aten.upsample_linear1d.default,
     aten.upsample_trilinear3d.vec,

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch._ops import OpOverload, OpOverloadPacket
 
+from ..capture import is_higher_order
 from .base import Rule
 
 RuleFn = Callable[[Any, Any], Sequence[torch.Tensor | None]]
@@ -101,6 +102,16 @@ def _overloads(op: Any) -> Iterable[Any]:
         yield op
 
 
+def _check_op(op: Any) -> None:
+    if isinstance(op, (OpOverload, OpOverloadPacket)) or (callable(op) and type(op).__name__ != "_OpNamespace"):
+        if is_higher_order(op):
+            raise TypeError(f"{op} runs subgraphs (a higher-order operator): it cannot have a rule of its own")
+        return
+    raise TypeError(
+        f"{op!r} is not an op: name an overload or a packet, e.g. torch.ops.aten.col2im.default or torch.ops.aten.add"
+    )
+
+
 def register_rule(
     ops: Any | Iterable[Any],
     *,
@@ -114,8 +125,9 @@ def register_rule(
     A second registration for the same overload is an error unless ``replace=True``: nothing is overwritten by
     accident.
     """
-    if isinstance(ops, (OpOverload, OpOverloadPacket)) or callable(ops) and not isinstance(ops, (list, tuple)):
-        ops = [ops]
+    ops = list(ops) if isinstance(ops, (list, tuple, set, frozenset)) else [ops]
+    for op in ops:
+        _check_op(op)
     if not isinstance(accepts, tuple) or not all(isinstance(a, type) and issubclass(a, Rule) for a in accepts):
         raise TypeError(f"accepts must be a tuple of Rule classes, e.g. (Epsilon, Pass), got {accepts!r}")
     if not isinstance(default, accepts):  # it would only fail at the first attribution otherwise

@@ -46,3 +46,25 @@ def test_folded_checks_its_inputs(device):
         signsplit_linear_folded_triton(x, w, b, z[:, :3], r, "alphabeta")
     with pytest.raises(ValueError, match="gamma rule needs"):
         signsplit_linear_folded_triton(x, w, b, None, r, "gamma")
+
+
+def test_a_strided_bias_is_read_by_its_strides(device):
+    """``F.linear(x, W, B[:, 0])``: the fused kernel and the folded scale kernel read the bias as contiguous (off by
+    up to 90 and 3e4 before), the stacked pipeline by reshape. Every path equals the reference."""
+    from kernels import signsplit_conv2d_ref, signsplit_conv2d_triton, signsplit_linear_ref, signsplit_linear_triton
+
+    x, w, _, _, r = make_linear(5, 6, 4, torch.float32, device, seed=6)
+    b = torch.randn(4, 2, device=device)[:, 0]
+    assert not b.is_contiguous()
+    z = x @ w.T + b
+    for rule in ("alphabeta", "gamma"):
+        ref = signsplit_linear_ref(x, w, b, z, r, rule)
+        assert_close_rel(signsplit_linear_triton(x, w, b, z, r, rule), ref, TOL[torch.float32])
+        assert_close_rel(signsplit_linear_folded_triton(x, w, b, z, r, rule), ref, TOL[torch.float32])
+    xc, wc = torch.randn(2, 3, 5, 5, device=device), torch.randn(4, 3, 3, 3, device=device)
+    bc = torch.randn(4, 2, device=device)[:, 1]
+    zc = torch.nn.functional.conv2d(xc, wc, bc, 1, 1)
+    rc = torch.randn_like(zc)
+    ref = signsplit_conv2d_ref(xc, wc, bc, zc, rc, "alphabeta", padding=1)
+    out = signsplit_conv2d_triton(xc, wc, bc, zc, rc, "alphabeta", padding=1, folded=True)
+    assert_close_rel(out, ref, TOL[torch.float32])

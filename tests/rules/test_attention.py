@@ -306,3 +306,113 @@ def test_stop_records_what_it_drops():
     res = lrp_fx.attribute(model, x, target=R, composite="cplrp", track_absorbed=True)
     assert (res.relevance == 0).all()
     assert sum(res.absorbed.values()) == pytest.approx(float(R.sum()))
+
+
+# -- dense layers written as products of matrices ----------------------------------------------------------------------
+class _DenseAs(torch.nn.Module):
+    """One bias-free dense layer, a ReLU and a second one, written as ``nn.Linear``-like ``x @ W.T``, as an einsum
+    (captured as ``bmm`` of a batch of one) or as ``bmm`` with the weight expanded over the batch."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.how = how
+        self.w1 = torch.nn.Parameter(torch.randn(5, 6, generator=g, dtype=D))
+        self.w2 = torch.nn.Parameter(torch.randn(3, 5, generator=g, dtype=D))
+
+    def layer(self, x, w):
+        if self.how == "einsum":
+            return torch.einsum("bti,oi->bto", x, w)
+        if self.how == "bmm":
+            return torch.bmm(x, w.T.expand(x.shape[0], -1, -1))
+        return x @ w.T
+
+    def forward(self, x):
+        return self.layer(self.layer(x, self.w1).relu(), self.w2).sum(1)
+
+
+@pytest.mark.parametrize("composite", ["epsilon", "epsilon_plus", "attnlrp"])
+@pytest.mark.parametrize("how", ["einsum", "bmm"])
+def test_dense_layers_written_as_products_take_the_presets_epsilon(how, composite):
+    """A weight in an einsum or an expanded bmm is a dense layer: it gets ``epsilon=`` as ``x @ W.T`` does (it kept
+    1e-6 under the CNN presets), and with one matrix for the whole batch it becomes ``linear``."""
+    x = torch.randn(4, 7, 6, dtype=D)
+    ref = lrp_fx.attribute(_DenseAs("matmul"), x, target=0, composite=composite, epsilon=0.25)
+    res = lrp_fx.attribute(_DenseAs(how), x, target=0, composite=composite, epsilon=0.25)
+    torch.testing.assert_close(res.output, ref.output)
+    torch.testing.assert_close(res.relevance, ref.relevance, rtol=1e-12, atol=1e-12)
+    assert (ref.relevance.sum() - ref.seed.sum()).abs() > 1e-3  # epsilon=0.25 absorbs a visible share
+    graph = res.program.graph_module.graph
+    assert not any(n.target is torch.ops.aten.bmm.default for n in graph.nodes)
+
+
+def test_products_of_two_activations_take_the_presets_epsilon():
+    """Under a CNN preset a product of two activations (einsum of two inputs) is stabilised with ``epsilon=``."""
+
+    class Bilinear(torch.nn.Module):
+        def forward(self, a, b):
+            return torch.einsum("bij,bjk->bik", a, b).flatten(1)
+
+    a, b = torch.randn(2, 3, 4, dtype=D), torch.randn(2, 4, 5, dtype=D)
+    R = torch.randn(2, 15, dtype=D)
+    for eps in (1e-6, 0.5):
+        res = lrp_fx.attribute(Bilinear(), (a, b), target=R, composite="epsilon", epsilon=eps)
+        s = R.reshape(2, 3, 5) / stab(a @ b, eps)
+        torch.testing.assert_close(res.relevance[0], a * (s @ b.transpose(1, 2)) / 2)
+        torch.testing.assert_close(res.relevance[1], b * (a.transpose(1, 2) @ s) / 2)
+
+
+def test_addbmm_is_the_product_rule_with_the_batch_summed():
+    """``Y = beta C + alpha sum_b A_b B_b``: ``s = R / stab(Y)`` broadcasts over the batch; two activation factors
+    split evenly, ``C`` takes ``beta C s``. Dense contributions ``A[b,i,k] B[b,k,j]``."""
+    torch.manual_seed(3)
+    a, b, c = torch.randn(3, 4, 5, dtype=D), torch.randn(3, 5, 2, dtype=D), torch.randn(4, 2, dtype=D)
+    R = torch.randn(4, 2, dtype=D)
+
+    class M(torch.nn.Module):
+        def forward(self, a, b, c):
+            return torch.addbmm(c, a, b, beta=0.5, alpha=2.0)
+
+    res = lrp_fx.attribute(M(), (a, b, c), target=R, composite="epsilon", track_absorbed=True)
+    y = 0.5 * c + 2.0 * torch.einsum("bik,bkj->ij", a, b)
+    s = R / stab(y)
+    contrib = 2.0 * torch.einsum("bik,bkj->bikj", a, b) * s[None, :, None, :]  # [b, i, k, j]
+    torch.testing.assert_close(res.relevance[0], contrib.sum(3) / 2)
+    torch.testing.assert_close(res.relevance[1], contrib.sum(1) / 2)
+    torch.testing.assert_close(res.relevance[2], 0.5 * c * s)
+    total = sum(r.sum() for r in res.relevance) + sum(res.absorbed.values())
+    torch.testing.assert_close(total, R.sum())
+
+
+@pytest.mark.parametrize("same", [False, True])
+def test_bilinear_layer_splits_its_form_between_its_two_inputs(same):
+    """``nn.Bilinear`` (``_trilinear``): ``y_o = x1_i W_oij x2_j + b_o``; ``s = R / stab(y - b)`` after the bias's
+    add, each input gets half of ``sum_o s_o x1_i W_oij x2_j`` over its own index; ``bilinear(x, x)`` both halves."""
+    torch.manual_seed(4)
+    layer = torch.nn.Bilinear(4, 4 if same else 3, 2).double()
+    x1, x2 = torch.randn(5, 4, dtype=D), torch.randn(5, 4 if same else 3, dtype=D)
+    R = torch.randn(5, 2, dtype=D)
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x1, x2=None):
+            return self.layer(x1, x1 if x2 is None else x2)
+
+    inputs = (x1,) if same else (x1, x2)
+    res = lrp_fx.attribute(M(), inputs, target=R, composite="epsilon", track_absorbed=True)
+    x2 = x1 if same else x2
+    form = torch.einsum("ni,oij,nj->no", x1, layer.weight, x2)
+    y = form + layer.bias
+    r_form = form * R / stab(y)  # the add rule: the bias's share is its own
+    s = r_form / stab(form)
+    contrib = torch.einsum("ni,oij,nj,no->nij", x1, layer.weight, x2, s)
+    if same:
+        torch.testing.assert_close(res.relevance[0], contrib.sum(2) / 2 + contrib.sum(1) / 2)
+    else:
+        torch.testing.assert_close(res.relevance[0], contrib.sum(2) / 2)
+        torch.testing.assert_close(res.relevance[1], contrib.sum(1) / 2)
+    total = sum(r.sum() for r in res.relevance) + sum(res.absorbed.values())
+    torch.testing.assert_close(total, R.sum())

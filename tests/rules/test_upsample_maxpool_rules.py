@@ -57,6 +57,54 @@ def test_bilinear_upsampling_is_the_z_rule_of_its_interpolation_matrix(kw):
     torch.testing.assert_close(_total(res), R.sum())
 
 
+def test_bicubic_antialiased_is_the_epsilon_rule_of_its_interpolation_matrix():
+    """Kept whole by capture (it had no rule): ``R_x = x * M^T (R / stab(M x))``, ``M`` with negative weights."""
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 9, 8, dtype=D)
+
+    def down(t):
+        return F.interpolate(t, size=(4, 3), mode="bicubic", antialias=True)
+
+    R = torch.randn_like(down(x))
+    res = _attr(Fn(lambda m, x: down(x)), x, R, track_absorbed=True)
+    M = dense(down, x.shape)
+    assert (M < 0).any()
+    expected = reference("epsilon", x.reshape(2, -1), M, None, R.reshape(2, -1)).reshape(x.shape)
+    torch.testing.assert_close(res.relevance, expected)
+    torch.testing.assert_close(_total(res), R.sum())
+
+
+@pytest.mark.parametrize("how", ["bicubic antialias", "grid_sample bicubic"])
+def test_bicubic_of_a_relu_is_not_taken_for_non_negative(how):
+    """Negative weights overshoot below zero next to an edge: ZPlus on the next layer keeps its ``x-`` terms."""
+    torch.manual_seed(2)
+    grid = torch.rand(1, 12, 12, 2, dtype=D) * 2 - 1
+
+    def cubic(t):
+        if how == "bicubic antialias":
+            return F.interpolate(t, size=(12, 12), mode="bicubic", antialias=True)
+        return F.grid_sample(t, grid.expand(t.shape[0], -1, -1, -1), mode="bicubic", align_corners=False)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(144, 3).double()
+
+        def forward(self, x):
+            return self.head(cubic(x.relu()).flatten(1))
+
+    model = Model().eval()
+    x = torch.zeros(3, 1, 8, 8, dtype=D)
+    x[:, :, 2:6, 2:6] = torch.rand(3, 1, 4, 4, dtype=D) + 1.0  # a bright square on black: the cubic overshoots
+    R = torch.randn(3, 3, dtype=D)
+    res = _attr(model, x, R, overrides={nn.Linear: lrp_fx.rules.ZPlus()})
+    a = cubic(x.relu()).flatten(1)
+    assert (a < 0).any()
+    R_a = reference("zplus", a, dense(lambda t: t @ model.head.weight.T, a.shape), model.head.bias.detach(), R)
+    expected = reference("epsilon", x.relu().reshape(3, -1), dense(cubic, x.shape), None, R_a).reshape(x.shape)
+    torch.testing.assert_close(res.relevance, expected)
+
+
 def test_bilinear_registrations_and_flat_override():
     for op in (aten.upsample_bilinear2d.vec, aten.upsample_bilinear2d.default, aten._upsample_bilinear2d_aa.vec):
         assert registry.get_rule(op).fn is average_pool and registry.get_rule(op).group == "pool"
