@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dis
+import enum
 import types
 import weakref
 from collections import OrderedDict
@@ -56,11 +57,28 @@ class _Cache:
 
     def __init__(self, max_programs: int = 16) -> None:
         self.by_model: weakref.WeakKeyDictionary[nn.Module, OrderedDict] = weakref.WeakKeyDictionary()
+        # per model, the hoisted-weight caches by what their prologue computes (``HoistedProgram.key``): programs
+        # that differ only in batch size share one, instead of holding a copy each or clearing each other's
+        self.weights: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
         self.builds = 0
         self.max_programs = max_programs
 
     def clear(self) -> None:
         self.by_model = weakref.WeakKeyDictionary()
+        self.weights = weakref.WeakKeyDictionary()
+
+    def share_weights(self, model: nn.Module, program: AttributionProgram) -> None:
+        """Give ``program`` the model's weight cache for the same prologue, or register its own."""
+        if program.hoisted is None:
+            return
+        caches = self.weights.setdefault(model, {})
+        sources = program.captured.sources
+        reads = tuple(
+            (sources[i].kind, sources[i].name if sources[i].name is not None else _Ident(sources[i].value))
+            for i in program.hoisted.slots
+        )
+        shared = caches.setdefault((program.hoisted.key, reads), program.weight_cache)
+        program.weight_cache = shared
 
     def get(self, model: nn.Module, key: Any) -> AttributionProgram | None:
         programs = self.by_model.get(model)
@@ -211,7 +229,9 @@ def attribute(
         overrides: ``{module name glob or module type: rule}`` taking precedence over the composite.
         param_relevance: also return relevance per parameter of linear layers and convolutions.
         modules: qualified module names whose output relevance to return (``Attribution.modules``); for a
-            module that forward runs several times, ``name@k`` names its ``k``-th call (from 0).
+            module that forward runs several times, ``name@k`` names its ``k``-th call (from 0). A batch norm folded
+            into the layer before it shares that layer's output relevance; a module that hands several tensors on
+            (an LSTM whose output and state are both used) is an error: name a submodule that computes one.
         strict: raise on ops without a rule (default). ``strict=False`` applies the declared gradient fallback and
             lists the nodes in ``Attribution.fallback_nodes``.
         memory_budget: bytes of forward activations the relevance pass may keep alive; the planner recomputes
@@ -268,11 +288,14 @@ def attribute(
         seed = torch.zeros(shape, dtype=dtype, device=ref.device)
     else:
         seed = _make_seed(target, None, shape, dtype, ref.device)
+    CACHE.share_weights(model, program)
     runs = program.weight_cache.runs
     result = program(model, leaves, seed)
-    if program.weight_cache.runs != runs:  # fresh cached weights: other programs' caches of this model are stale or
-        for other in per_model.values():  # duplicates, and would pin replaced parameters (e.g. after model.double())
-            if other is not program:
+    if program.weight_cache.runs != runs:  # new cached weights: the other programs' caches of this model that were
+        for other in per_model.values():  # computed from weights that have changed since are stale, and pin the old
+            # products (after model.double()); those of unchanged weights stay: two programs used in turn (two
+            # composites, a smaller last batch) would otherwise clear each other in every call
+            if other.weight_cache is not program.weight_cache and other.weight_cache.outdated():
                 other.weight_cache.clear()
     rel_leaves: list[Any] = [None] * len(leaves)
     for i, r in zip(program.float_inputs, result["relevance"]):
@@ -438,7 +461,8 @@ def _model_key(model: nn.Module) -> tuple:
     call (and whose in-place updates ``WeightCache`` sees): for each module, in a walk of the module tree, its type,
     its children (name and identity), its parameters' and buffers' names, shapes and dtypes, the identity of its
     non-persistent buffers and tensor attributes (captured as constants), its plain Python attributes by value
-    (numbers, strings, ``None``, dtypes, devices and tuples of those; not ``training``: programs run in eval mode),
+    (numbers, numpy scalars, Enum members, strings, ``None``, dtypes, devices and tuples of those; not
+    ``training``: programs run in eval mode), its callable attributes by identity (an activation function swapped)
     and its forward hooks; which parameters are one tensor (tied weights: the capture lifts a shared parameter
     once, so untying them needs a new program). Not seen: values in containers (lists, dicts, config objects) or
     class attributes, globals read in forward, and in-place writes through ``.data`` to a few elements of a hoisted
@@ -463,6 +487,12 @@ def _model_key(model: nn.Module) -> tuple:
             elif t is tuple:
                 if all(type(e) in _VALUE_TYPES for e in v):
                     key += (name, v)
+            elif isinstance(v, (int, float, str, enum.Enum)):  # numpy's float64 (a float), Enum members
+                key += (name, t, v)
+            elif t.__module__ == "numpy" and getattr(v, "ndim", None) == 0:  # numpy scalars: np.int64, np.float32
+                key += (name, t, v.item())
+            elif callable(v) and not isinstance(v, nn.Module):  # a function attribute: F.relu swapped for torch.tanh
+                key += (name, _Ident(v))
     return tuple(key)
 
 

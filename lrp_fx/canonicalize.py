@@ -66,6 +66,8 @@ def fold_batch_norm(gm: fx.GraphModule) -> int:
             new = graph.call_function(lin.target, tuple(args), dict(lin.kwargs))
         new.meta = dict(lin.meta)
         new.meta["lrp_fx_folded"] = bn.name
+        # the batch norm's module too: its output is now this node's (``modules=["bn1"]`` asks for it)
+        new.meta["lrp_fx_folded_stack"] = dict(bn.meta.get("nn_module_stack") or {})
         new.meta["lrp_fx_weight"] = w  # the original weight, for parameter relevance
         out.replace_all_uses_with(new)
         for dead in (out, bn, lin):

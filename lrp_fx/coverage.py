@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from .capture import user_frame
 from .promises import PromiseStats
@@ -138,6 +138,10 @@ def _composite_name(composite: Any) -> str:
     return composite if isinstance(composite, str) else getattr(composite, "name", repr(composite))
 
 
+def _whole_output(output: Tensor) -> Tensor:
+    return output
+
+
 def coverage(
     model: nn.Module,
     inputs: Any,
@@ -155,6 +159,9 @@ def coverage(
     """
     from .api import attribute
 
+    # which ops have rules does not depend on the target: the whole output, whatever its shape (a segmentation map,
+    # a dict's "out"), where a class index would need [batch, classes]
+    attribute_kwargs.setdefault("target", _whole_output)
     res = attribute(model, inputs, composite=composite, strict=False, **attribute_kwargs)
     program = res.program
     graph = program.captured.graph
@@ -205,7 +212,6 @@ def report(
     """
     import time
 
-    from torch import Tensor
     from torch.utils import _pytree as pytree
 
     from .api import _builder, _split_inputs

@@ -847,7 +847,10 @@ def iter_shards(path: str | Path, keys: Sequence[str] | None = None) -> Iterator
     if index is None:
         raise InputError(f"no {INDEX} in {out}: not an attribute_dataset folder (or it never finished a shard)")
     if not index.get("complete"):
-        raise InputError(f"{out} is incomplete (missing shards {index.get('missing')}); rerun attribute_dataset")
+        missing = index.get("missing")  # known once a run has seen the whole loader; a crashed run's index lacks it
+        done = sorted(e["id"] for e in index.get("shards", []))
+        what = f"missing shards {missing}" if missing else f"finished shards so far: {done or 'none'}"
+        raise InputError(f"{out} is incomplete ({what}); rerun attribute_dataset with the same arguments to finish")
     for entry in index["shards"]:
         tensors = load_file(str(out / entry["file"]))
         yield tensors if keys is None else {k: tensors[k] for k in keys}

@@ -28,6 +28,8 @@ The hoisted values stay alive between calls (``WeightCache.nbytes``): a memory-f
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import operator
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +51,22 @@ class HoistedProgram:
     main: fx.GraphModule
     slots: list[int]  # indices (into the program's placeholders) of the weights the prologue reads
     n_hoisted_nodes: int
+
+    @functools.cached_property
+    def key(self) -> tuple:
+        """What the prologue computes: its code, the weights it reads and its constants by value. Two programs of
+        one model with equal keys (the same composite at another batch size) cache the same values."""
+        consts = []
+        for node in self.prologue.graph.nodes:
+            if node.op == "get_attr":
+                t = getattr(self.prologue, node.target)
+                if isinstance(t, Tensor):
+                    flat = t.detach().cpu().contiguous().reshape(-1)
+                    digest = hashlib.sha256(flat.view(torch.uint8).numpy().tobytes()).hexdigest()
+                    consts.append((node.target, t.dtype, tuple(t.shape), digest))
+                else:
+                    consts.append((node.target, repr(t)))
+        return (self.prologue.code, tuple(self.slots), tuple(consts))
 
 
 def _deterministic(node: fx.Node) -> bool:
@@ -72,10 +90,17 @@ def hoist_weights(gm: fx.GraphModule, kinds: list[str]) -> HoistedProgram | None
             continue
         if all(a in invariant or a in weight_phs or a in constants for a in n.all_input_nodes):
             invariant.add(n)
-    frontier = [n for n in graph.nodes if n in invariant and any(u not in invariant for u in n.users)]
+    # of those, the ones computed from a weight or constant; the rest are built from nothing (``torch.zeros`` of a
+    # fixed shape in a rule or a target callable): cheap, and a relevance pass may write into them or return them,
+    # so every call builds its own (a cached one would carry one call's writes into the next, or alias its result)
+    weighted: set[fx.Node] = set()
+    for n in graph.nodes:
+        if n in invariant and any(a in weight_phs or a in constants or a in weighted for a in n.all_input_nodes):
+            weighted.add(n)
+    frontier = [n for n in graph.nodes if n in weighted and any(u not in weighted for u in n.users)]
     if not frontier or any(not isinstance(n.meta.get("val"), Tensor) for n in frontier):
         return None
-    if all(_is_view(n) for n in invariant):
+    if all(_is_view(n) for n in weighted):
         return None  # transposes and reshapes of parameters cost nothing: keep the program as it is
 
     pro = fx.Graph()
@@ -99,8 +124,16 @@ def hoist_weights(gm: fx.GraphModule, kinds: list[str]) -> HoistedProgram | None
         new = main.placeholder(f"hoisted_{i}_{n.name}")
         new.meta = dict(n.meta)
         menv[n] = new
+    hoisted = {menv[n] for n in frontier}
     for n in graph.nodes:
-        if n.op == "placeholder" or n in invariant:
+        if n.op == "placeholder" or n in weighted:
+            continue
+        if n.op == "output":  # a cached value handed out as is would be the next call's too: a copy
+            n_args = fx.node.map_arg(n.args, menv.__getitem__)
+            n_args = fx.node.map_arg(
+                n_args, lambda a: main.call_function(torch.ops.aten.clone.default, (a,)) if a in hoisted else a
+            )
+            menv[n] = main.output(n_args[0])
             continue
         menv[n] = main.node_copy(n, menv.__getitem__)
     main.eliminate_dead_code()
@@ -108,7 +141,7 @@ def hoist_weights(gm: fx.GraphModule, kinds: list[str]) -> HoistedProgram | None
         prologue=fx.GraphModule(gm, pro),
         main=fx.GraphModule(gm, main),
         slots=[phs.index(ph) for ph in used],
-        n_hoisted_nodes=len(invariant),
+        n_hoisted_nodes=len(weighted),
     )
 
 
@@ -213,6 +246,11 @@ class WeightCache:
             seen.add(ptr)
             total += v.untyped_storage().nbytes()
         return total
+
+    def outdated(self) -> bool:
+        """Whether the weights this cache was computed from have changed since (new storage, an in-place update):
+        its values would be recomputed at its next use, and meanwhile pin memory (the old parameters' products)."""
+        return self.key is not None and [_key(w) for w in self.refs] != self.key
 
     def clear(self) -> None:
         self.key, self.values, self.refs, self.fingerprint, self.samples = None, (), [], {}, None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from collections.abc import Mapping
@@ -129,6 +130,9 @@ def _torchvision_model(name: str, kwargs: Mapping[str, Any]) -> torch.nn.Module:
             f"MODULE:FACTORY or a Hugging Face model folder{hint}"
         )
     kw = {"weights": None, **kwargs}
+    builder = torchvision.models.get_model_builder(name)
+    if "weights_backbone" in inspect.signature(builder).parameters:  # FCN, DeepLab, detection: no download either
+        kw.setdefault("weights_backbone", None)
     if name in ("inception_v3", "googlenet"):  # their auxiliary heads only exist in training
         kw.setdefault("aux_logits", False)
         kw.setdefault("init_weights", True)

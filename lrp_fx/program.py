@@ -29,6 +29,7 @@ from .hoist import HoistedProgram, WeightCache, hoist_weights
 from .inplace import copy_graph_module, reuse_buffers
 from .promises import PROMISE, PromisePlanner, PromiseRecord, PromiseStats, promise
 from .rules import routing
+from .rules.attention import Stop, Taylor, weights_a_product
 from .rules.base import Gradient, Pass, Rule
 from .rules.call import RuleCall
 from .rules.elementwise import ZERO_PRESERVING
@@ -297,6 +298,11 @@ class ProgramBuilder:
             is_first = not first_seen and op_rule.group in FIRST_LAYER_GROUPS
             first_seen = first_seen or op_rule.group in FIRST_LAYER_GROUPS
             rule = self.composite.rule_for(node, op_rule, is_first)
+            preset_stop = isinstance(rule, Stop) and rule is self.composite.groups.get(op_rule.group)
+            if preset_stop and not weights_a_product(node, self.activations.__contains__):
+                # CP-LRP stops attention weights; a softmax that weights no product is a classifier's output
+                # probabilities (an nn.Softmax head), which Stop would leave with no relevance at all
+                rule = Taylor()
             op_rule.check(rule)
             self.assignment[node] = (op_rule, rule)
         if missing:
@@ -349,7 +355,8 @@ class ProgramBuilder:
         stack ``key@k`` (the first one ``key``)."""
         calls: dict[int, list[fx.Node]] = {}
         for n in self.live:
-            for key, entry in (n.meta.get("nn_module_stack") or {}).items():
+            stacks = {**(n.meta.get("nn_module_stack") or {}), **(n.meta.get("lrp_fx_folded_stack") or {})}
+            for key, entry in stacks.items():
                 if entry[0] == module:
                     base, _, k = key.rpartition("@")
                     calls.setdefault(int(k) if base and k.isdigit() else 0, []).append(n)
@@ -487,8 +494,8 @@ class ProgramBuilder:
             return r
         if mode == "tensor":
             return seed
-        if mode == "scaled":
-            return seed * out
+        if mode == "scaled":  # where the one-hot is 0 the seed is 0, not 0 * -inf (a log-probability of 0)
+            return torch.where(seed != 0, seed * out, torch.zeros((), dtype=out.dtype, device=out.device))
         if out.dim() != 2:  # argmax over the last dimension is "the predicted class" only for [batch, classes]
             raise TargetError(
                 f"target=None explains each sample's predicted class and needs an output of shape [batch, classes], "
@@ -497,7 +504,7 @@ class ProgramBuilder:
                 "output=lambda o: o.logits[:, -1] for a language model's last position)"
             )
         mask = torch.zeros_like(out).scatter(-1, out.argmax(-1, keepdim=True), 1.0)
-        return mask * out
+        return torch.where(mask != 0, out, torch.zeros((), dtype=out.dtype, device=out.device))
 
     def _to_slot(self, relevance: dict, node: fx.Node, r: Tensor) -> None:
         producer, index = node.args

@@ -163,8 +163,9 @@ def test_cached_weights_equal_recomputed_ones_and_follow_every_update(cnn, compo
     cnn.load_state_dict(small_cnn().state_dict())  # copied in place
     both()
     assert program.weight_cache.runs == 4
-    lrp_fx.attribute(cnn, x_batch(5), target=1, composite=composite, **kw)  # another program for this model
-    assert program.weight_cache.nbytes == 0 and not program.weight_cache.refs  # releases the first one's cache
+    other = lrp_fx.attribute(cnn, x_batch(5), target=1, composite=composite, **kw).program  # another batch size
+    assert other is not program and other.weight_cache is program.weight_cache  # one cache: no copy, no recompute
+    assert program.weight_cache.runs == 4
 
 
 def test_model_state_is_untouched(cnn):
@@ -315,6 +316,16 @@ def test_module_relevance_of_a_module_with_several_outputs_is_an_error():
             lrp_fx.attribute(model, x, target=0, modules=[name])
     res = lrp_fx.attribute(model, x, target=0, modules=["two.a"])
     assert res.modules["two.a"].shape == (2, 3)
+
+
+def test_module_relevance_of_a_batch_norm_folded_into_its_convolution():
+    """Canonicalisation folds the batch norm into the convolution before it: its output is the fused layer's, so
+    ``modules=["1"]`` is that relevance (it was an error), equal to what the ReLU after it passes back."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 2)).eval()
+    res = lrp_fx.attribute(model, torch.randn(2, 3, 6, 6), target=0, composite="epsilon", modules=["1", "2"])
+    assert res.modules["1"].shape == (2, 4, 4, 4)
+    torch.testing.assert_close(res.modules["1"], res.modules["2"], rtol=0, atol=0)
 
 
 def test_unknown_module_name_suggests_the_models_names(cnn):

@@ -220,6 +220,36 @@ def test_model_changes_rebuild_the_program():
     assert_current(model, x, fresh_build=False, **kw)
 
 
+def test_function_numpy_and_enum_attributes_rebuild():
+    """An activation kept as a function attribute, a numpy scale (``np.sqrt`` gives ``np.float64``) and an Enum
+    member were not in the key: the program of the old value kept running (output off by 0.39)."""
+    import enum
+
+    import numpy as np
+
+    class Mode(enum.Enum):
+        SUM = 1
+        MEAN = 2
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.lin, self.act, self.scale, self.mode = nn.Linear(4, 3), torch.relu, np.float64(1.0), Mode.SUM
+            self.steps = np.int64(1)
+
+        def forward(self, x):
+            h = self.act(self.lin(x)) * float(self.scale) * int(self.steps)
+            return h if self.mode is Mode.SUM else h / 3
+
+    model, x = Model().eval(), torch.randn(2, 4)
+    kw = {"target": 0, "composite": "epsilon"}
+    lrp_fx.attribute(model, x, **kw)
+    for name, value in (("act", torch.tanh), ("scale", np.sqrt(2.0)), ("mode", Mode.MEAN), ("steps", np.int64(3))):
+        setattr(model, name, value)
+        assert_current(model, x, **kw)
+
+
 def test_tuple_attribute_and_new_submodule_rebuild():
     model, x = conv_bn(), torch.randn(1, 3, 12, 12)
     kw = {"target": 1, "composite": "epsilon"}
@@ -492,3 +522,20 @@ def test_cached_programs_do_not_keep_the_model_alive():
     del model
     gc.collect()
     assert ref() is None and len(lrp_fx.CACHE.by_model) == 0
+
+
+def test_two_programs_used_in_turn_keep_their_cached_weights():
+    """Comparing two composites over a dataset (or a smaller last batch) runs two programs of one model in turn: each
+    new cache cleared the other's, so both recomputed their hoisted weights in every call."""
+    model, x = conv_bn(), torch.randn(2, 3, 12, 12)
+    a = lrp_fx.attribute(model, x, target=1, composite="epsilon_plus_flat")
+    b = lrp_fx.attribute(model, x, target=1, composite="epsilon_alpha2_beta1")
+    for _ in range(3):
+        lrp_fx.attribute(model, x, target=1, composite="epsilon_plus_flat")
+        lrp_fx.attribute(model, x, target=1, composite="epsilon_alpha2_beta1")
+    assert a.program.weight_cache.runs == 1 and b.program.weight_cache.runs == 1
+    with torch.no_grad():
+        model[0].weight.mul_(1.5)  # changed weights: the next call recomputes, and the other's cache is dropped
+    assert_current(model, x, target=1, composite="epsilon_plus_flat")
+    assert a.program.weight_cache.runs == 2 and b.program.weight_cache.key is None
+    assert_current(model, x, target=1, composite="epsilon_alpha2_beta1")

@@ -490,6 +490,50 @@ def test_coverage_all_ruled_exits_0(tmp_path, capsys):
     assert data["promises"]["promises"] > 0
 
 
+SEGMENTATION_MODEL = """
+import torch
+from torch import nn
+
+
+class Seg(nn.Module):  # a segmentation map in a dict, as torchvision's FCN and DeepLab return it
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1))
+
+    def forward(self, x):
+        return {"out": self.body(x)}
+
+
+def build():
+    return Seg()
+"""
+
+
+def test_coverage_of_a_model_whose_output_is_not_classes(tmp_path, capsys):
+    """Coverage explained the predicted class, which needs a [batch, classes] output: a segmentation model exited 2
+    with a TargetError (and the command has no target option). Which ops have rules does not depend on it."""
+    path = tmp_path / "segmodel.py"
+    path.write_text(SEGMENTATION_MODEL)
+    rc = cli.main(["coverage", f"{path}:build", "--input-shape", "1x3x16x16", "--no-ops"])
+    assert rc == 0, capsys.readouterr().err
+    assert "OK: every live node has a rule" in capsys.readouterr().out
+
+
+def test_torchvision_models_with_a_backbone_download_nothing(monkeypatch):
+    """``weights=None`` alone left FCN / DeepLab / LRASPP loading ImageNet backbone weights (a download)."""
+    import torchvision
+
+    from lrp_fx import loaders
+
+    seen = {}
+    monkeypatch.setattr(torchvision.models, "get_model", lambda name, **kw: seen.update(kw) or torch.nn.Identity())
+    loaders._torchvision_model("fcn_resnet50", {})
+    assert seen["weights"] is None and seen["weights_backbone"] is None
+    seen.clear()
+    loaders._torchvision_model("resnet18", {})
+    assert "weights_backbone" not in seen
+
+
 @pytest.mark.skipif(_ATTRIBUTE is None, reason=_WHY_NO_CORE)
 def test_coverage_memory_budget_reaches_the_planner(tmp_path, capsys):
     reports = {}

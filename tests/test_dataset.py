@@ -201,7 +201,7 @@ def test_resume_after_crash_mid_shard(model, reference, tmp_path):
     assert [p.name for p in tmp_path.glob("shard-*")] == ["shard-00000.safetensors"]
     index = json.loads((tmp_path / "index.json").read_text())
     assert not index["complete"] and [s["id"] for s in index["shards"]] == [0]
-    with pytest.raises(lrp_fx.InputError, match="incomplete"):
+    with pytest.raises(lrp_fx.InputError, match=r"incomplete \(finished shards so far: \[0\]\); rerun"):
         lrp_fx.load_relevance(tmp_path)
     # crash in the middle of the last shard's second half as well: shard 1 gets written, shard 2 not
     with pytest.raises(RuntimeError, match="simulated crash"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 import re
+import textwrap
 
 import pytest
 import torch
@@ -35,3 +36,14 @@ def test_add_a_rule_example_runs_and_conserves():
     R_t = y / y.sum(1, keepdim=True)
     weights = torch.exp(x.double()[:, None, :] - y[:, :, None]).tril()  # [sample, t, i]
     torch.testing.assert_close(res.relevance.double(), (R_t[:, :, None] * weights).sum(1), rtol=1e-4, atol=1e-6)
+
+
+def test_python_examples_of_the_api_and_explain_pages_run(tmp_path, monkeypatch):
+    """The composite example of docs/api.md and the Python version of ``lrp-fx explain`` (docs/cli_explain.md)."""
+    monkeypatch.chdir(tmp_path)
+    for page in ("api.md", "cli_explain.md"):
+        blocks = re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(), re.S)
+        assert blocks, page
+        for block in blocks:
+            exec(compile(textwrap.dedent(block), f"docs/{page}", "exec"), {})
+    assert (tmp_path / "chelsea_resnet18.png").is_file()

@@ -65,3 +65,15 @@ def test_gpu_kernels_smoke_folded(tmp_path):
     # folded alphabeta+, gamma and alphabeta (epsilon and zplus have nothing to fold), linear and conv, fp32 and bf16
     assert "Correctness vs float64 reference (12/12 ok)" in table, table
     assert "| linear | folded alphabeta M,K,N" in table and "| conv | folded gamma " in table, table
+
+
+def test_gpu_attention_end_to_end_cpu_run(tmp_path):
+    """``benchmarks/gpu_attention_e2e.py`` on this CPU: the kernel op (its torch reference here, ``all``) next to
+    the dense rule, with their relative difference in the last column."""
+    out = tmp_path / "a.md"
+    args = ["benchmarks/gpu_attention_e2e.py", "--device", "cpu", "--tokens", "32", "--repeats", "1"]
+    run(args + ["--dtypes", "fp32", "--out", str(out)], tmp_path)
+    table = out.read_text()
+    diffs = re.findall(r"^\| 32 \| fp32 \| lrp (\w+), kernel \(all\) \|.*\| ([0-9.e+-]+) \|$", table, re.M)
+    assert [p for p, _ in diffs] == ["attnlrp", "cplrp"], table
+    assert all(float(d) < 1e-4 for _, d in diffs), table

@@ -97,8 +97,8 @@ def test_add_with_alpha_keeps_its_operand_order():
     [
         (lrp_fx.rules.Flat(), 1),  # J(1)^T s; f(1; 1) is a constant
         (lrp_fx.rules.WSquare(), 1),
-        (lrp_fx.rules.ZBox(-3.0, 3.0), 3),  # x J(W)^T s - l J(W+)^T s - h J(W-)^T s; z = o - constants
-        (lrp_fx.rules.ZBox(torch.tensor([-1.0, 0.0, -2.0], dtype=D).view(1, 3, 1, 1), 3.0), 3),  # tensor bounds
+        (lrp_fx.rules.ZBox(-3.0, 3.0), 2),  # (x - l) J(W+)^T s + (x - h) J(W-)^T s; z = o - constants
+        (lrp_fx.rules.ZBox(torch.tensor([-1.0, 0.0, -2.0], dtype=D).view(1, 3, 1, 1), 3.0), 2),  # tensor bounds
     ],
     ids=["flat", "wsquare", "zbox", "zbox-tensor-bounds"],
 )
@@ -116,3 +116,43 @@ def test_products_of_constant_inputs_are_hoisted(rule, per_call):
     assert sum(1 for n in main if n.op == "call_function" and str(n.target) in conv) == 1 + per_call
     ref = _functional(res, model, x, seed)
     torch.testing.assert_close(res.relevance, ref["relevance"][0], rtol=0, atol=0)
+
+
+class _MaxAggregation(nn.Module):
+    """Messages max-aggregated per node (``scatter_reduce`` amax: graph networks), whose rule fills ``torch.zeros``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.register_buffer("dst", torch.tensor([0, 1, 1, 2, 0, 2]))
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        idx = self.dst.view(-1, 1).expand(-1, x.shape[1])
+        out = torch.zeros(3, x.shape[1], dtype=x.dtype).scatter_reduce(0, idx, x, "amax", include_self=False)
+        return self.head(out.reshape(1, -1)[:, :4])
+
+
+def test_tensors_built_from_nothing_are_not_cached_between_calls():
+    """A ``torch.zeros`` of a fixed shape depends on no input, so weight hoisting cached it: the amax rule filled
+    and returned the same tensor in every call (the first result overwritten by the second), and a target callable
+    that adds into ``torch.zeros`` summed its seeds over calls."""
+    model = _MaxAggregation().double().eval()
+    x1, x2 = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    r1 = lrp_fx.attribute(model, x1, target=0, composite="epsilon")
+    first = r1.relevance.clone()
+    lrp_fx.attribute(model, x2, target=0, composite="epsilon")
+    torch.testing.assert_close(r1.relevance, first, rtol=0, atol=0)
+    again = lrp_fx.attribute(model, x1, target=0, composite="epsilon", reuse_weights=False)
+    torch.testing.assert_close(first, again.relevance)
+
+    def target(o):
+        seed = torch.zeros(o.shape, dtype=o.dtype)
+        seed[:, 1] += o[:, 1]
+        return seed
+
+    net = nn.Sequential(nn.Linear(4, 3)).double()
+    for _ in range(3):
+        x = torch.randn(2, 4, dtype=torch.float64)
+        res = lrp_fx.attribute(net, x, target=target, composite="epsilon")
+        torch.testing.assert_close(res.relevance, lrp_fx.attribute(net, x, target=1, composite="epsilon").relevance)

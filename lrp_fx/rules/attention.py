@@ -97,6 +97,26 @@ def softmax_source(call: RuleCall, node: Any) -> fx.Node | None:
     return None
 
 
+def weights_a_product(softmax: fx.Node, is_activation: Any) -> bool:
+    """Whether the output of ``softmax`` (through reshapes, casts, masking or constant scaling) multiplies another
+    activation: a matrix product (attention weights) or an element-wise one (RAFT's softmax-weighted upsampling mask),
+    what CP-LRP treats as constants; not a classifier's output probabilities."""
+    todo, seen = [softmax], set()
+    while todo:
+        node = todo.pop()
+        for user in node.users:
+            if user in seen or user.op != "call_function":
+                continue
+            seen.add(user)
+            if user.target in MATMUL_OPS or user.target is aten.scaled_dot_product_attention.default:
+                return True
+            if user.target is aten.mul.Tensor and any(a is not node and is_activation(a) for a in user.args[:2]):
+                return True
+            if user.target in _ATTENTION_PATH and len(seen) < 64:
+                todo.append(user)
+    return False
+
+
 def from_softmax(call: RuleCall, node: Any) -> bool:
     """Whether ``node`` is a softmax output reached through reshapes, casts, masking or constant scaling."""
     return softmax_source(call, node) is not None
@@ -278,7 +298,11 @@ def log_softmax(call: RuleCall, relevance: Tensor) -> list[Tensor | None]:
     x = call.arg(0)
     y = call.out().to(x.dtype)
     q = relevance.to(x.dtype) / stabilize(y)
-    r = softmax_taylor(x, y.exp(), q, call.node.args[1])
+    # softmax_taylor's zeros where exp(y) underflows would drop the explained class's own term when its probability
+    # underflows (log p < -103 in float32, < -17 in float16): only masked logits get nothing here
+    r = x * (q - y.exp() * q.sum(call.node.args[1], keepdim=True))
+    masked = x <= torch.finfo(x.dtype).min / 2
+    r = torch.where(masked, torch.zeros((), dtype=r.dtype, device=r.device), r)
     if call.track:
         call.absorb(relevance - r)
     return call.first(r)

@@ -48,6 +48,9 @@ class Group:
     z: Tensor | None = None  # given denominator (the op's own output); computed from the terms otherwise
     eps: float = 1e-6
     nonneg: bool = False  # the denominator is >= 0 by construction: stab(z) = z + eps
+    # the relevance's terms, where they differ from the denominator's (the same sum, in fewer or better-conditioned
+    # products: ZBox); ``terms`` otherwise
+    numerator: list[Term] | None = None
 
 
 def _pos(t: Tensor | None) -> Tensor | None:
@@ -126,7 +129,11 @@ def _groups(call: RuleCall, x: Tensor, w: Tensor, b: Tensor | None) -> list[Grou
         if fill is None:  # the bounds are constants: z = o - (their products, hoisted), no product of x per call
             f = _affine(call)
             z = call.out(support_only=True) - (f(low, _pos(w), _pos(b)) + f(high, _neg(w), _neg(b)))
-        return [Group(terms, z=z, eps=rule.stabilizer)]
+        # x J(W)^T s - l J(W+)^T s - h J(W-)^T s, written as (x - l) J(W+)^T s + (x - h) J(W-)^T s: the same sum in
+        # two transposed products, not three, and exact where x sits at its bounds (a black or white patch), where
+        # z ~ 0, s ~ R / eps and the three terms' rounding (0.1 R in float32) would reach the input
+        numerator = [Term(x - low, _pos(w), None), Term(x - high, _neg(w), None)]
+        return [Group(terms, z=z, eps=rule.stabilizer, numerator=numerator)]
     raise TypeError(f"no linear-family formulation for {rule!r}")
 
 
@@ -229,7 +236,7 @@ def _propagate(call: RuleCall, f, x: Tensor, groups: list[Group], relevance: Ten
         s = relevance / stabilize(z, g.eps, nonneg=g.nonneg)
         if g.mask is not None:
             s = s * g.mask
-        for t in g.terms:
+        for t in g.numerator or g.terms:
             back = vjp(lambda xx, w=t.w: f(xx, w, None), (x,), s, wrt=(0,))[0]
             part = back if t.x is ONES else t.x * back
             part = part * (g.weight * t.sign) if g.weight * t.sign != 1.0 else part
@@ -290,7 +297,8 @@ def _signsplit_folded(call: RuleCall, f, x: Tensor, w: Tensor, b: Tensor | None,
             pb = f(x, wp, bp)
         else:
             zb = o if b is None else o - _bias_like(call, b, o)
-            pb = ((zb + f(x.abs(), w.abs(), None)) * 0.5).clamp(min=0)
+            # halved before the sum: in float16 z' + f(|x|; |W|) overflows at half the range its parts reach
+            pb = (zb * 0.5 + f(x.abs(), w.abs(), None) * 0.5).clamp(min=0)
             pb = pb if b is None else pb + _bias_like(call, bp, pb)
         z1 = combo(o, pb)
     if gamma:

@@ -302,8 +302,10 @@ def test_cplrp_softmax_is_a_constant_in_elementwise_products_too():
 
 def test_stop_records_what_it_drops():
     x, R = torch.randn(2, 5, dtype=D), torch.randn(2, 5, dtype=D)
-    model = Fn(lambda m, x: torch.softmax(x, -1))
-    res = lrp_fx.attribute(model, x, target=R, composite="cplrp", track_absorbed=True)
+    model = torch.nn.Sequential(torch.nn.Softmax(-1))  # an override keeps Stop even where no product is weighted
+    res = lrp_fx.attribute(
+        model, x, target=R, composite="cplrp", overrides={torch.nn.Softmax: Stop()}, track_absorbed=True
+    )
     assert (res.relevance == 0).all()
     assert sum(res.absorbed.values()) == pytest.approx(float(R.sum()))
 
@@ -416,3 +418,26 @@ def test_bilinear_layer_splits_its_form_between_its_two_inputs(same):
         torch.testing.assert_close(res.relevance[1], contrib.sum(1) / 2)
     total = sum(r.sum() for r in res.relevance) + sum(res.absorbed.values())
     torch.testing.assert_close(total, R.sum())
+
+
+def test_cplrp_keeps_a_softmax_head_that_weights_no_product():
+    """CP-LRP stops attention weights; an ``nn.Softmax`` classifier head got ``Stop`` too, and every input relevance
+    was exactly 0. It takes the softmax rule (Taylor) instead, as an explicit override gives it."""
+    torch.manual_seed(0)
+    enc = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(6, 16), enc, torch.nn.Flatten(), torch.nn.Linear(80, 4), torch.nn.Softmax(-1)
+    ).eval()
+    x = torch.randn(2, 5, 6)
+    res = lrp_fx.attribute(model, x, target=None, composite="cplrp")
+    assert res.relevance.abs().sum() > 0
+    ref = lrp_fx.attribute(model, x, target=None, composite="cplrp", overrides={torch.nn.Softmax: Taylor()})
+    torch.testing.assert_close(res.relevance, ref.relevance, rtol=0, atol=0)
+
+    class Written(torch.nn.Module):  # attention written out: its softmax weights a product and stays stopped
+        def forward(self, x):
+            w = torch.softmax(x @ x.transpose(1, 2), -1)
+            return torch.softmax((w @ x).sum(1), -1)
+
+    rules = [a.rule for a in lrp_fx.attribute(Written(), x, composite="cplrp").program.assignments if "softmax" in a.op]
+    assert rules == ["Stop()", "Taylor()"], rules

@@ -383,3 +383,38 @@ def test_values_proven_non_negative_take_one_product_and_the_dense_formula(kind)
     products = [n for n in graph.nodes if n.target in (aten.linear.default, aten.addmm.default, aten.mm.default)]
     # proven: the forward, z+ = x W+ and one VJP; otherwise the x- terms add a product and a second VJP
     assert len(products) == (3 if _SIGNED[kind][1] else 4), [n.format_node() for n in products]
+
+
+def test_zbox_is_exact_where_the_input_sits_at_its_bounds():
+    """A black patch at ``low`` under a positive filter: ZBox's ``z`` vanishes there, ``s ~ R / eps``, and
+    ``x J(W)^T s - l J(W+)^T s - h J(W-)^T s`` cancelled to float32 rounding times ``R / eps`` (1-2 % of the
+    attribution off float64). As ``(x - l) J(W+)^T s + (x - h) J(W-)^T s`` it is exact there."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 3)).eval()
+    with torch.no_grad():
+        model[0].weight[0] = 0.01 + 0.02 * torch.rand(1, 3, 3)  # positive: every output's z is 0 on the patch
+        model[0].bias[0] = 0.5  # and the ReLU passes it
+    x = torch.rand(1, 1, 8, 8) * 2 - 1
+    x[..., 1:7, 1:7] = -1.0  # exactly at low, in both dtypes
+    kw = dict(target=0, composite="epsilon", overrides={nn.Conv2d: ZBox(-1.0, 1.0)})
+    r32 = lrp_fx.attribute(model, x, **kw).relevance.double()
+    r64 = lrp_fx.attribute(model.double(), x.double(), **kw).relevance
+    assert (r32 - r64).norm() / r64.norm() < 1e-5
+
+
+@pytest.mark.parametrize("rule", [ZPlus(1e-2), AlphaBeta(2.0, 1.0, 1e-2), Gamma(0.25, 1e-2)])
+def test_float16_sign_split_rules_do_not_overflow_before_the_layer_does(rule):
+    """The fewer-products form sums ``z' + f(|x|; |W|)`` before halving: 14000 + 64000 is inf in float16 while the
+    layer's output and each product are finite (relative error 0.8-1.5 against float64 before)."""
+    lin = nn.Linear(64, 4, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.where(torch.rand(4, 64, generator=torch.Generator().manual_seed(0)) > 0.5, 0.5, -0.5))
+    model = nn.Sequential(nn.Identity(), lin, nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        model[2].weight.fill_(0.5)
+        model[2].bias.zero_()
+    x = torch.randn(1, 64, generator=torch.Generator().manual_seed(1)).sign() * 2000.0  # mixed signs
+    kw = dict(target=0, composite="epsilon", epsilon=1e-2, stabilizer=1e-2, overrides={"1": rule})
+    r16 = lrp_fx.attribute(model.half(), x.half(), **kw).relevance.double()
+    r64 = lrp_fx.attribute(model.double(), x.double(), **kw).relevance
+    assert (r16 - r64).norm() / r64.norm() < 1e-2

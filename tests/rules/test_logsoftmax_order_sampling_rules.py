@@ -65,6 +65,18 @@ def test_log_softmax_classifier_explains_its_class_against_the_rest(composite):
     assert (r_logits.gather(1, target[:, None]).sign() == z.gather(1, target[:, None]).sign()).all()  # ... not R
 
 
+def test_log_softmax_keeps_the_explained_class_whose_probability_underflows():
+    """Explaining an unlikely class (log p_c = -150: exp underflows to 0 in float32) must still give its logit
+    ``x_c * (1 - p_c) = x_c``; the softmax rule's zeros where ``exp(y) == 0`` dropped it. Masked (-inf) logits
+    still get nothing."""
+    x = torch.tensor([[-150.0, 0.0, -3.0, float("-inf")]])
+    res = lrp_fx.attribute(Fn(lambda m, x: torch.log_softmax(x, -1)), x, target=0, composite="epsilon")
+    assert torch.isfinite(res.seed).all()  # 0, not 0 * -inf, at the masked logit
+    expected = log_softmax_reference(x[:, :3].double(), res.seed[:, :3].double())
+    torch.testing.assert_close(res.relevance[:, :3].double(), expected, rtol=1e-5, atol=1e-5)
+    assert res.relevance[0, 0] == -150.0 and res.relevance[0, 3] == 0
+
+
 def test_log_softmax_pass_override():
     x, R = torch.randn(2, 5, dtype=D), torch.randn(2, 5, dtype=D)
     model = nn.LogSoftmax(-1)
