@@ -121,7 +121,7 @@ def nonneg(graph: fx.Graph, acts: set[fx.Node], groups: dict[fx.Node, str]) -> s
         elif groups.get(node) in _NONNEG_IF_ALL_INPUTS:
             if node.target is aten.sub.Tensor or node.target in _BICUBIC:
                 continue
-            if node.target in _GRID_SAMPLERS and (len(node.args) < 3 or node.args[2] != 0 and node.args[2] != 1):
+            if node.target in _GRID_SAMPLERS and (len(node.args) < 3 or node.args[2] not in (0, 1)):
                 continue  # bilinear (0) and nearest (1) take convex combinations; bicubic (2) need not
             values = [n for n in node.all_input_nodes if not _is_position(node, n)]
             if values and all(n in found for n in values) and _value_arguments_nonneg(node):

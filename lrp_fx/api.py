@@ -58,8 +58,9 @@ class _Cache:
     def __init__(self, max_programs: int = 16) -> None:
         self.by_model: weakref.WeakKeyDictionary[nn.Module, OrderedDict] = weakref.WeakKeyDictionary()
         # per model, the hoisted-weight caches by what their prologue computes (``HoistedProgram.key``): programs
-        # that differ only in batch size share one, instead of holding a copy each or clearing each other's
-        self.weights: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
+        # that differ only in batch size share one, instead of holding a copy each or clearing each other's; held
+        # weakly, so a cache goes with the last program using it (evicted, or the model collected)
+        self.weights: weakref.WeakKeyDictionary[nn.Module, weakref.WeakValueDictionary] = weakref.WeakKeyDictionary()
         self.builds = 0
         self.max_programs = max_programs
 
@@ -67,11 +68,11 @@ class _Cache:
         self.by_model = weakref.WeakKeyDictionary()
         self.weights = weakref.WeakKeyDictionary()
 
-    def share_weights(self, model: nn.Module, program: AttributionProgram) -> None:
+    def _share_weights(self, model: nn.Module, program: AttributionProgram) -> None:
         """Give ``program`` the model's weight cache for the same prologue, or register its own."""
         if program.hoisted is None:
             return
-        caches = self.weights.setdefault(model, {})
+        caches = self.weights.setdefault(model, weakref.WeakValueDictionary())
         sources = program.captured.sources
         reads = tuple(
             (sources[i].kind, sources[i].name if sources[i].name is not None else _Ident(sources[i].value))
@@ -94,6 +95,7 @@ class _Cache:
             programs = self.by_model[model] = OrderedDict()
         programs[key] = program
         programs.move_to_end(key)
+        self._share_weights(model, program)
         while len(programs) > max(1, self.max_programs):
             programs.popitem(last=False)
         return programs
@@ -288,7 +290,6 @@ def attribute(
         seed = torch.zeros(shape, dtype=dtype, device=ref.device)
     else:
         seed = _make_seed(target, None, shape, dtype, ref.device)
-    CACHE.share_weights(model, program)
     runs = program.weight_cache.runs
     result = program(model, leaves, seed)
     if program.weight_cache.runs != runs:  # new cached weights: the other programs' caches of this model that were

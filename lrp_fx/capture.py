@@ -180,8 +180,8 @@ def _explain_failure(model: nn.Module, err: Exception) -> CaptureError:
         f"torch.export could not capture {type(model).__name__}:\n    {type(err).__name__}: {quoted}\n"
         "What to try: check that the inputs match what the model's forward expects (shapes, dtypes, argument "
         "names); move data-dependent Python control flow out of forward (compute both branches and pick one with "
-        "torch.where); wrap "
-        "non-tensor outputs with output=...; for Hugging Face models pass use_cache=False and return_dict=True. "
+        "torch.where); wrap non-tensor outputs with output=...; for Hugging Face models pass use_cache=False and "
+        "return_dict=True. "
         "See https://pytorch.org/docs/stable/export.html for what torch.export supports."
     )
 

@@ -85,18 +85,17 @@ def hoist_weights(gm: fx.GraphModule, kinds: list[str]) -> HoistedProgram | None
     # tensors the trace itself created (a rule's tensor-valued parameter, e.g. ZBox's per-channel bounds)
     constants = {n for n in graph.nodes if n.op == "get_attr"}
     invariant: set[fx.Node] = set()  # call_function nodes computed from weights and constants only
-    for n in graph.nodes:
-        if n.op != "call_function" or not _deterministic(n):
-            continue
-        if all(a in invariant or a in weight_phs or a in constants for a in n.all_input_nodes):
-            invariant.add(n)
     # of those, the ones computed from a weight or constant; the rest are built from nothing (``torch.zeros`` of a
     # fixed shape in a rule or a target callable): cheap, and a relevance pass may write into them or return them,
     # so every call builds its own (a cached one would carry one call's writes into the next, or alias its result)
     weighted: set[fx.Node] = set()
     for n in graph.nodes:
-        if n in invariant and any(a in weight_phs or a in constants or a in weighted for a in n.all_input_nodes):
-            weighted.add(n)
+        if n.op != "call_function" or not _deterministic(n):
+            continue
+        if all(a in invariant or a in weight_phs or a in constants for a in n.all_input_nodes):
+            invariant.add(n)
+            if any(a in weight_phs or a in constants or a in weighted for a in n.all_input_nodes):
+                weighted.add(n)
     frontier = [n for n in graph.nodes if n in weighted and any(u not in weighted for u in n.users)]
     if not frontier or any(not isinstance(n.meta.get("val"), Tensor) for n in frontier):
         return None
@@ -124,18 +123,15 @@ def hoist_weights(gm: fx.GraphModule, kinds: list[str]) -> HoistedProgram | None
         new = main.placeholder(f"hoisted_{i}_{n.name}")
         new.meta = dict(n.meta)
         menv[n] = new
-    hoisted = {menv[n] for n in frontier}
+    hoisted = set(frontier)
+
+    def handed_out(a: fx.Node) -> fx.Node:  # a cached value returned as is would be the next call's too: a copy
+        return main.call_function(torch.ops.aten.clone.default, (menv[a],)) if a in hoisted else menv[a]
+
     for n in graph.nodes:
         if n.op == "placeholder" or n in weighted:
             continue
-        if n.op == "output":  # a cached value handed out as is would be the next call's too: a copy
-            n_args = fx.node.map_arg(n.args, menv.__getitem__)
-            n_args = fx.node.map_arg(
-                n_args, lambda a: main.call_function(torch.ops.aten.clone.default, (a,)) if a in hoisted else a
-            )
-            menv[n] = main.output(n_args[0])
-            continue
-        menv[n] = main.node_copy(n, menv.__getitem__)
+        menv[n] = main.node_copy(n, handed_out if n.op == "output" else menv.__getitem__)
     main.eliminate_dead_code()
     return HoistedProgram(
         prologue=fx.GraphModule(gm, pro),

@@ -402,6 +402,23 @@ def test_lru_bound_per_model():
         lrp_fx.CACHE.max_programs = old
 
 
+def test_a_weight_cache_goes_with_the_last_program_using_it():
+    """Programs share weight caches by prologue; the shared table holds them weakly, so evicting the programs of a
+    composite frees its hoisted weights (the table is not a second, unbounded cache)."""
+    import gc
+
+    model, x = conv_bn(), torch.randn(1, 3, 12, 12)
+    old = lrp_fx.CACHE.max_programs
+    lrp_fx.CACHE.max_programs = 1
+    try:
+        lrp_fx.attribute(model, x, target=1, composite="epsilon_plus_flat")
+        lrp_fx.attribute(model, x, target=1, composite="epsilon_alpha2_beta1")  # evicts the first program
+        gc.collect()
+        assert len(lrp_fx.CACHE.weights[model]) == 1
+    finally:
+        lrp_fx.CACHE.max_programs = old
+
+
 def test_box_bounds_are_keyed_by_value():
     model, x = conv_bn(), torch.randn(1, 3, 12, 12)
     mean, std = torch.tensor([0.4, 0.5, 0.6]).view(3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(3, 1, 1)

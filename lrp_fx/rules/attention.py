@@ -332,10 +332,10 @@ def _kernel_attention(
     ``None`` where that kernel does not compute this call's rule: bookkeeping (``track_absorbed``), dropout, batch
     broadcasting, masks other than key padding, and AttnLRP unless ``q``, ``k`` and ``v`` all carry relevance (the
     kernel splits every product evenly). The kernel computes the same formulas as below (``kernels/attention.py``)."""
-    mode = call.options.kernels
-    if mode == "off" or (mode == "auto" and not q.is_cuda) or call.track or a["dropout_p"]:
+    kernels = call.kernels(q)
+    if kernels is None or a["dropout_p"]:
         return None
-    if mode == "auto" and k.shape[-2] < ATTENTION_KERNEL_MIN_KEYS:
+    if call.options.kernels == "auto" and k.shape[-2] < ATTENTION_KERNEL_MIN_KEYS:
         return None
     if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape or q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
         return None  # batch broadcasting, a value size unlike the key size
@@ -348,10 +348,6 @@ def _kernel_attention(
         rule, wanted = "attnlrp", act_q and act_k and act_v
     padding = _key_padding(mask, q.shape[0], k.shape[-2])
     if not wanted or padding is False:
-        return None
-    try:
-        import kernels
-    except ImportError:  # Triton missing: the torch rule serves
         return None
     r_q, r_k, r_v = kernels.attention_relevance(
         q, k, v, relevance, rule, bool(a["is_causal"]), padding, a["scale"], eps

@@ -115,6 +115,19 @@ class RuleCall:
     def param_relevance(self, arg_index: int, relevance: Tensor) -> None:
         self._builder.record_param_relevance(self.node, self.node.args[arg_index], relevance)
 
+    def kernels(self, t: Tensor) -> Any:
+        """The ``kernels`` package (Triton kernels as ``torch.library`` ops) where this call may use it: ``t`` on
+        CUDA under ``LRP_FX_KERNELS=auto`` (any device under ``all``), no bookkeeping (absorbed shares, parameter
+        relevance: they stay on the torch path) and Triton installed; ``None`` otherwise."""
+        mode = self.options.kernels
+        if mode == "off" or (mode == "auto" and not t.is_cuda) or self.track or self.want_params():
+            return None
+        try:
+            import kernels
+        except ImportError:  # Triton missing: the torch rules serve
+            return None
+        return kernels
+
     # -- shaping the answer ------------------------------------------------------------------------------------------
     def assign(self, per_arg: dict[int, Any]) -> list[Tensor | None]:
         """Build the answer from ``{positional arg index: relevance (or list of relevances for a list arg)}``."""

@@ -436,8 +436,8 @@ def _kernel_relevance(call: RuleCall, x: Tensor, w: Tensor, b: Tensor | None, re
     The kernels are ``torch.library`` ops, so the traced program records them as single nodes. Bookkeeping
     (absorbed relevance, parameter relevance) stays on the torch path.
     """
-    mode = call.options.kernels
-    if mode == "off" or (mode == "auto" and not x.is_cuda) or call.track or call.want_params():
+    kernels = call.kernels(x)
+    if kernels is None:
         return None
     rule, node = call.rule, call.node
     if node.target is aten.convolution.default:
@@ -446,14 +446,10 @@ def _kernel_relevance(call: RuleCall, x: Tensor, w: Tensor, b: Tensor | None, re
             return None
         conv = {"stride": tuple(stride), "padding": tuple(padding), "dilation": tuple(dilation), "groups": groups}
     elif node.target is aten.linear.default:
-        if mode == "auto":  # measured slower than cuBLAS on an H200 (docs/gpu.md): the torch rule serves
+        if call.options.kernels == "auto":  # measured slower than cuBLAS on an H200 (docs/gpu.md): the torch rule
             return None
         conv = None
     else:
-        return None
-    try:
-        import kernels
-    except ImportError:  # Triton missing: the torch rules serve
         return None
     if isinstance(rule, Epsilon):
         z = call.out(support_only=True)
